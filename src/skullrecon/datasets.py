@@ -1,0 +1,182 @@
+"""Dataset adapters for the SkullBreak and SkullFix layouts.
+
+Both datasets keep ``complete_skull/NNN.nrrd``, ``defective_skull[/<type>]/NNN.nrrd`` and
+``implant[/<type>]/NNN.nrrd`` under one folder per split; SkullBreak has a defect-type level,
+SkullFix has none. A downloaded copy, the synthetic dataset and the real SkullFix subset all go
+through the same :func:`list_cases` and :func:`validate_cases`.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import numpy as np
+
+from skullrecon.io import VolumeError, read_volume
+
+__all__ = ["Case", "Layout", "DatasetError", "list_cases", "list_healthy", "validate_cases"]
+
+_ID = re.compile(r"^(\d+)\.nrrd$")
+
+
+class DatasetError(ValueError):
+    """One or more dataset files are unusable; the message lists every problem with its file."""
+
+
+@dataclass(frozen=True)
+class Layout:
+    """How a dataset is laid out on disk.
+
+    Args:
+        train: folder of the training split under the dataset root.
+        test: folder of the test split (may equal ``train`` when ``test_ids`` splits one folder).
+        types: defect-type subfolders (SkullBreak) or None (SkullFix: no type level).
+        test_ids: case ids taken as the test split from ``train`` (a fixed, recorded split);
+            they are then excluded from training.
+    """
+
+    train: str
+    test: str
+    types: tuple[str, ...] | None = None
+    test_ids: tuple[str, ...] | None = None
+
+    @classmethod
+    def from_dict(cls, d: dict) -> Layout:
+        types = d.get("types")
+        test_ids = d.get("test_ids")
+        return cls(
+            train=d["train"],
+            test=d["test"],
+            types=tuple(types) if types else None,
+            test_ids=tuple(f"{int(i):03d}" for i in test_ids) if test_ids else None,
+        )
+
+
+@dataclass(frozen=True)
+class Case:
+    """One defective skull with its ground truth.
+
+    ``name`` is unique within a split (``<type>_<id>`` for SkullBreak, ``<id>`` for SkullFix).
+    ``implant`` and ``complete`` may be None where a split has no ground truth.
+    """
+
+    name: str
+    case_id: str
+    defect_type: str | None
+    defective: Path
+    implant: Path | None
+    complete: Path | None
+
+
+def _ids(folder: Path) -> list[str]:
+    if not folder.is_dir():
+        return []
+    return sorted(m.group(1) for p in folder.iterdir() if (m := _ID.match(p.name)))
+
+
+def _split_dir(root: Path, layout: Layout, split: str) -> Path:
+    if split not in ("train", "test"):
+        raise ValueError(f"split must be 'train' or 'test', got {split!r}")
+    return Path(root) / (layout.train if split == "train" else layout.test)
+
+
+def _keep(case_id: str, layout: Layout, split: str) -> bool:
+    if layout.test_ids is None:
+        return True
+    return (case_id in layout.test_ids) == (split == "test")
+
+
+def list_cases(root: str | Path, layout: Layout, split: str) -> list[Case]:
+    """Every defective skull of ``split`` with its implant and complete skull (where present).
+
+    Raises:
+        DatasetError: the split folder or its ``defective_skull`` folder is missing or empty.
+    """
+    base = _split_dir(Path(root), layout, split)
+    defective_dir = base / "defective_skull"
+    if not defective_dir.is_dir():
+        raise DatasetError(f"{defective_dir}: folder not found (dataset root {root}, split {split})")
+    cases = []
+    for defect_type in layout.types or (None,):
+        sub = Path(defect_type) if defect_type else Path()
+        for case_id in _ids(defective_dir / sub):
+            if not _keep(case_id, layout, split):
+                continue
+            implant = base / "implant" / sub / f"{case_id}.nrrd"
+            complete = base / "complete_skull" / f"{case_id}.nrrd"
+            cases.append(
+                Case(
+                    name=f"{defect_type}_{case_id}" if defect_type else case_id,
+                    case_id=case_id,
+                    defect_type=defect_type,
+                    defective=defective_dir / sub / f"{case_id}.nrrd",
+                    implant=implant if implant.exists() or split == "train" else None,
+                    complete=complete if complete.exists() else None,
+                )
+            )
+    if not cases:
+        raise DatasetError(f"{defective_dir}: no NNN.nrrd cases found for split {split}")
+    return cases
+
+
+def list_healthy(root: str | Path, layout: Layout, split: str = "train") -> list[tuple[str, Path]]:
+    """The complete (healthy) skulls of a split: what the MAE trains on."""
+    folder = _split_dir(Path(root), layout, split) / "complete_skull"
+    found = [(i, folder / f"{i}.nrrd") for i in _ids(folder) if _keep(i, layout, split)]
+    if not found:
+        raise DatasetError(f"{folder}: no healthy skulls (NNN.nrrd) found")
+    return found
+
+
+def validate_cases(
+    cases: Sequence[Case],
+    healthy: Iterable[tuple[str, Path]] = (),
+    max_spacing_mm: float = 5.0,
+    require_ground_truth: bool = True,
+) -> None:
+    """Read every file once and report all problems together.
+
+    Checks: readable, 3-D, binary, no NaN, sane spacing, and within each case the same shape and
+    spacing for defective skull, implant and complete skull; a missing implant is a problem when
+    ``require_ground_truth``.
+
+    Raises:
+        DatasetError: listing every problem, one line per file.
+    """
+    problems: list[str] = []
+
+    def check(path: Path) -> tuple | None:
+        try:
+            vol = read_volume(path)
+        except VolumeError as err:
+            problems.append(str(err))
+            return None
+        if np.any(vol.spacing > max_spacing_mm):
+            problems.append(f"{path}: voxel spacing {vol.spacing.round(3).tolist()} mm exceeds {max_spacing_mm} mm")
+        if not vol.array.any():
+            problems.append(f"{path}: volume is empty (no foreground voxels)")
+        return vol.shape, tuple(np.round(vol.spacing, 4))
+
+    for _, path in healthy:
+        check(path)
+    for case in cases:
+        ref = check(case.defective)
+        files = [("implant", case.implant), ("complete skull", case.complete)]
+        for label, path in files:
+            if path is None:
+                if label == "implant" and require_ground_truth:
+                    problems.append(f"{case.defective}: no matching implant file for case {case.name}")
+                continue
+            if not path.exists():
+                problems.append(f"{path}: {label} file missing for case {case.name}")
+                continue
+            geo = check(path)
+            if ref is not None and geo is not None and geo != ref:
+                problems.append(
+                    f"{path}: shape/spacing {geo} does not match the defective skull {case.defective} {ref}"
+                )
+    if problems:
+        raise DatasetError(f"{len(problems)} problem(s) in the dataset:\n" + "\n".join(problems))

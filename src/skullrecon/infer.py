@@ -1,0 +1,148 @@
+"""Inference: grid predictions, their return to the original grid, and one-skull reconstruction.
+
+The pipeline's rules and the ``skullrecon reconstruct`` command call the same functions
+(:func:`predict`, :func:`~skullrecon.preprocess.from_grid`,
+:func:`~skullrecon.postprocess.extract_implant`), so a designer's implant is made exactly as the
+evaluated ones.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+from skullrecon.io import Volume, atomic_path, read_volume, write_volume
+from skullrecon.models import load_model, pick_device
+from skullrecon.postprocess import PostprocessConfig, extract_implant
+from skullrecon.preprocess import Geometry, from_grid, load_case, preprocess_volume
+
+__all__ = ["predict", "infer_cases", "upsample_cases", "extract_cases", "reconstruct_file"]
+
+
+@torch.no_grad()
+def predict(net: torch.nn.Module, grid_input: np.ndarray, device: torch.device) -> np.ndarray:
+    """Foreground probabilities (float32, grid^3) for one binary grid input."""
+    x = torch.from_numpy(np.ascontiguousarray(grid_input, dtype=np.float32))[None, None].to(device)
+    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+        logits = net(x)
+    return torch.sigmoid(logits.float())[0, 0].cpu().numpy()
+
+
+def _save_prediction(path: Path, prob: np.ndarray, geom: Geometry, spec: dict) -> None:
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+        np.savez_compressed(fh, prob=prob.astype(np.float16), geometry=np.array(geom.to_json()),
+                            task=np.array(spec["task"]))
+
+
+def infer_cases(model_path: str | Path, cases_dir: str | Path, out_dir: str | Path, device: str = "auto",
+                log: Callable[[str], None] = print) -> dict[str, Any]:
+    """Predict every preprocessed test case (``cases_dir/*.npz``) into ``out_dir/<name>.npz``."""
+    dev = pick_device(device)
+    net, spec = load_model(model_path, dev)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    files = sorted(Path(cases_dir).glob("*.npz"))
+    if not files:
+        raise FileNotFoundError(f"{cases_dir}: no preprocessed cases (*.npz)")
+    times = []
+    for f in files:
+        arrays, geom = load_case(f)
+        if geom.grid != spec["grid"]:
+            raise ValueError(f"{f}: grid {geom.grid} differs from the model's {spec['grid']} ({model_path})")
+        t0 = time.perf_counter()
+        prob = predict(net, arrays["defective"], dev)
+        times.append(time.perf_counter() - t0)
+        _save_prediction(out_dir / f.name, prob, geom, spec)
+    summary = {"cases": len(files), "device": str(dev), "median_seconds": float(np.median(times))}
+    log(json.dumps(summary))
+    return summary
+
+
+def upsample_cases(pred_dir: str | Path, cases_tsv: str | Path, out_dir: str | Path, threshold: float = 0.5,
+                   log: Callable[[str], None] = print) -> int:
+    """Each grid prediction back on its case's original grid, written like the defective skull."""
+    import pandas as pd
+
+    table = pd.read_csv(cases_tsv, sep="\t", dtype=str, keep_default_na=False)
+    for row in table.itertuples():
+        pred_file = Path(pred_dir) / f"{row.name}.npz"
+        if not pred_file.exists():
+            raise FileNotFoundError(f"{pred_file}: prediction missing for case {row.name}")
+        with np.load(pred_file) as data:
+            prob, geom = data["prob"].astype(np.float32), Geometry.from_json(str(data["geometry"]))
+        defective = read_volume(row.defective)
+        if defective.shape != geom.shape:
+            raise ValueError(f"{row.defective}: shape {defective.shape} differs from the preprocessed {geom.shape}")
+        write_volume(Path(out_dir) / f"{row.name}.nrrd", from_grid(prob, geom, threshold), like=defective)
+        log(f"{row.name}: {geom.grid}^3 -> {geom.shape}")
+    return len(table)
+
+
+def extract_cases(upsampled_dir: str | Path, cases_tsv: str | Path, out_dir: str | Path, task: str,
+                  cfg: PostprocessConfig, log: Callable[[str], None] = print) -> int:
+    """Implants from upsampled predictions and the defective skulls, on the original grids."""
+    import pandas as pd
+
+    table = pd.read_csv(cases_tsv, sep="\t", dtype=str, keep_default_na=False)
+    for row in table.itertuples():
+        defective = read_volume(row.defective)
+        pred = read_volume(Path(upsampled_dir) / f"{row.name}.nrrd")
+        implant = extract_implant(pred.array, defective.array, defective.spacing, task, cfg)
+        write_volume(Path(out_dir) / f"{row.name}.nrrd", implant, like=defective)
+        log(f"{row.name}: implant {int(implant.sum())} voxels")
+    return len(table)
+
+
+def reconstruct_file(defective_path: str | Path, model_path: str | Path, out_dir: str | Path,
+                     device: str = "auto", stl: bool = True) -> dict[str, Any]:
+    """One defective skull in, the implant (volume and STL mesh) and the reconstruction out.
+
+    Uses only the model file: grid, margin, task and post-processing come from its spec.
+    Outputs keep the input's format, grid and header. Returns paths and per-stage seconds.
+    """
+    timings: dict[str, float] = {}
+    t = time.perf_counter()
+    defective = read_volume(defective_path)
+    dev = pick_device(device)
+    net, spec = load_model(model_path, dev)
+    timings["load"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    grid_input, geom = preprocess_volume(defective.array, defective.spacing, spec["grid"], spec["margin"])
+    timings["preprocess"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    prob = predict(net, grid_input, dev)
+    if dev.type == "cuda":
+        torch.cuda.synchronize()
+    timings["network"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    post = PostprocessConfig.from_dict(spec["postprocess"])
+    prediction = from_grid(prob, geom, post.threshold)
+    timings["upsample"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    implant = extract_implant(prediction, defective.array, defective.spacing, spec["task"], post)
+    timings["extract"] = time.perf_counter() - t
+
+    out_dir = Path(out_dir)
+    suffix = ".nii.gz" if defective.format == "nifti" else ".nrrd"
+    reconstruction = prediction | defective.array if spec["task"] == "reconstruct" else implant | defective.array
+    paths = {
+        "implant": write_volume(out_dir / f"implant{suffix}", implant, like=defective),
+        "reconstruction": write_volume(out_dir / f"reconstruction{suffix}", reconstruction, like=defective),
+    }
+    if stl:
+        from skullrecon.mesh import write_stl
+
+        t = time.perf_counter()
+        paths["mesh"] = write_stl(out_dir / "implant.stl", implant, defective)
+        timings["mesh"] = time.perf_counter() - t
+    return {"paths": {k: str(v) for k, v in paths.items()}, "seconds": timings, "device": str(dev),
+            "implant_voxels": int(implant.sum()), "empty": not implant.any()}

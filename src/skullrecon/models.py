@@ -1,0 +1,85 @@
+"""The networks (MONAI, not rewritten) and self-contained model files.
+
+A model file holds the weights together with everything reconstruction needs (architecture and
+its arguments, grid, preprocessing and post-processing settings, the task), so a single file is
+enough to reconstruct a new skull. Files are read with ``weights_only=True``.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from skullrecon.io import atomic_path
+
+__all__ = ["ARCHITECTURES", "build_network", "save_model", "load_model"]
+
+# name -> MONAI class path; the config schema lists the same names.
+ARCHITECTURES = {
+    "unet": "UNet",
+    "unetr": "UNETR",
+    "swinunetr": "SwinUNETR",
+    "attentionunet": "AttentionUnet",
+    "segresnet": "SegResNet",
+}
+
+
+def build_network(arch: str, kwargs: dict[str, Any], grid: int) -> nn.Module:
+    """Build a one-channel-in, one-channel-out 3-D MONAI network.
+
+    Args:
+        arch: one of :data:`ARCHITECTURES` (the MAE backbone is ``unet`` with residual units).
+        kwargs: the network's own constructor arguments from the config (channels, strides, ...).
+        grid: cubic input size; UNETR needs it as ``img_size``, SwinUNETR needs it divisible by 32.
+    """
+    from monai.networks import nets
+
+    if arch not in ARCHITECTURES:
+        raise ValueError(f"unknown architecture {arch!r}; choose one of {sorted(ARCHITECTURES)}")
+    args: dict[str, Any] = {"in_channels": 1, "out_channels": 1, **kwargs}
+    if arch == "unetr":
+        args["img_size"] = (grid,) * 3
+    else:
+        args.setdefault("spatial_dims", 3)
+    if arch == "swinunetr" and grid % 32:
+        raise ValueError(f"SwinUNETR needs a grid divisible by 32, got {grid}")
+    for key in ("channels", "strides"):
+        if key in args:
+            args[key] = tuple(args[key])
+    return getattr(nets, ARCHITECTURES[arch])(**args)
+
+
+def save_model(path: str | os.PathLike, net: nn.Module, spec: dict[str, Any]) -> Path:
+    """Write weights and ``spec`` (plain Python types only) atomically."""
+    state = {k: v.detach().cpu() for k, v in net.state_dict().items()}
+    with atomic_path(path) as tmp:
+        torch.save({"format": "skullrecon-model/1", "spec": spec, "state_dict": state}, tmp)
+    return Path(path)
+
+
+def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> tuple[nn.Module, dict[str, Any]]:
+    """Rebuild the network from a model file alone; returns ``(network in eval mode, spec)``."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: model file not found")
+    try:
+        blob = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # noqa: BLE001
+        raise ValueError(f"{path}: not a readable skullrecon model file ({err})") from err
+    if not isinstance(blob, dict) or blob.get("format") != "skullrecon-model/1":
+        raise ValueError(f"{path}: not a skullrecon model file")
+    spec = blob["spec"]
+    net = build_network(spec["arch"], spec["network"], spec["grid"])
+    net.load_state_dict(blob["state_dict"])
+    return net.to(device).eval(), spec
+
+
+def pick_device(device: str = "auto") -> torch.device:
+    """'auto' -> the GPU when there is one, else the CPU."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)

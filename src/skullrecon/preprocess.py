@@ -1,0 +1,207 @@
+"""Centre, crop to the skull and resample to a cubic grid, invertibly.
+
+The crop is a cube in millimetres around the skull's bounding box, so the network sees isotropic
+voxels whatever the scan's spacing. :class:`Geometry` records everything needed to put a grid
+prediction back onto the original voxel grid (:func:`from_grid`), which is the exact inverse
+mapping of :func:`to_grid` (area averaging down, trilinear interpolation up, with the same voxel
+centre convention).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass
+from typing import Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+__all__ = ["Geometry", "plan_crop", "to_grid", "from_grid", "bounding_box"]
+
+
+@dataclass(frozen=True)
+class Geometry:
+    """Where the network's cube lies in the original volume.
+
+    Args:
+        shape: original array shape (voxels).
+        spacing: original voxel size in mm per axis.
+        box_start: first voxel of the crop box in original indices (may be negative: padding).
+        box_size: crop box size in original voxels per axis (a cube in mm).
+        grid: edge of the network's cubic grid in voxels.
+    """
+
+    shape: tuple[int, int, int]
+    spacing: tuple[float, float, float]
+    box_start: tuple[int, int, int]
+    box_size: tuple[int, int, int]
+    grid: int
+
+    @property
+    def grid_spacing(self) -> tuple[float, float, float]:
+        """Voxel size of the grid in mm (isotropic up to rounding of the box)."""
+        return tuple(b * s / self.grid for b, s in zip(self.box_size, self.spacing))  # type: ignore[return-value]
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self))
+
+    @classmethod
+    def from_json(cls, text: str) -> Geometry:
+        d = json.loads(text)
+        return cls(
+            shape=tuple(d["shape"]),
+            spacing=tuple(d["spacing"]),
+            box_start=tuple(d["box_start"]),
+            box_size=tuple(d["box_size"]),
+            grid=int(d["grid"]),
+        )
+
+
+def bounding_box(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Inclusive-start, exclusive-stop voxel bounds of the non-zero voxels."""
+    idx = [np.flatnonzero(mask.any(axis=tuple(a for a in range(3) if a != ax))) for ax in range(3)]
+    if any(len(i) == 0 for i in idx):
+        raise ValueError("cannot crop an empty volume: no foreground voxels")
+    return np.array([i[0] for i in idx]), np.array([i[-1] + 1 for i in idx])
+
+
+def plan_crop(mask: np.ndarray, spacing: Sequence[float], grid: int, margin: float = 0.1) -> Geometry:
+    """Plan a cube (in mm) centred on the skull's bounding box.
+
+    Args:
+        mask: the skull (the defective skull at test time, so train and test are cropped alike).
+        spacing: voxel size in mm per axis.
+        grid: the network's grid edge in voxels (256 in the paper).
+        margin: extra room around the largest bounding-box extent, as a fraction; it leaves
+            space for bone that a defect removed from the edge of the skull.
+    """
+    if grid < 8:
+        raise ValueError(f"grid must be at least 8 voxels, got {grid}")
+    if margin < 0:
+        raise ValueError(f"margin must be non-negative, got {margin}")
+    spacing_arr = np.asarray(spacing, float)
+    lo, hi = bounding_box(mask)
+    side_mm = float(((hi - lo) * spacing_arr).max() * (1.0 + margin))
+    size = np.array([max(1, math.ceil(side_mm / s)) for s in spacing_arr])
+    centre = (lo + hi) / 2.0
+    start = np.floor(centre - size / 2.0 + 0.5).astype(int)
+    return Geometry(
+        shape=tuple(int(v) for v in mask.shape),
+        spacing=tuple(float(v) for v in spacing_arr),
+        box_start=tuple(int(v) for v in start),
+        box_size=tuple(int(v) for v in size),
+        grid=int(grid),
+    )
+
+
+def _overlap(geom: Geometry) -> tuple[tuple[slice, ...], tuple[slice, ...]]:
+    """Slices of the original volume and of the box that cover the same voxels."""
+    src, dst = [], []
+    for start, size, n in zip(geom.box_start, geom.box_size, geom.shape):
+        a, b = max(start, 0), min(start + size, n)
+        if b <= a:
+            raise ValueError(f"crop box does not overlap the volume (start {start}, size {size}, shape {n})")
+        src.append(slice(a, b))
+        dst.append(slice(a - start, b - start))
+    return tuple(src), tuple(dst)
+
+
+def to_grid(volume: np.ndarray, geom: Geometry) -> np.ndarray:
+    """Crop ``volume`` to the box (zero padded outside) and area-average it to ``grid``^3.
+
+    Returns the fraction of each grid voxel covered by the volume (float32 in [0, 1]).
+    """
+    if tuple(volume.shape) != geom.shape:
+        raise ValueError(f"volume shape {volume.shape} differs from the planned {geom.shape}")
+    src, dst = _overlap(geom)
+    box = torch.zeros(geom.box_size, dtype=torch.float32)
+    box[dst] = torch.from_numpy(np.ascontiguousarray(volume[src])).float()
+    out = F.interpolate(box[None, None], size=(geom.grid,) * 3, mode="area")
+    return out[0, 0].numpy()
+
+
+def from_grid(values: np.ndarray, geom: Geometry, threshold: float | None = 0.5) -> np.ndarray:
+    """Put a grid array (probabilities or a mask) back onto the original voxel grid.
+
+    Trilinear interpolation inverts :func:`to_grid`'s voxel mapping; voxels of the box outside
+    the original volume are dropped and voxels outside the box are zero.
+
+    Returns uint8 0/1 when ``threshold`` is given, else float32.
+    """
+    if values.shape != (geom.grid,) * 3:
+        raise ValueError(f"expected a {geom.grid}^3 grid, got {values.shape}")
+    src, dst = _overlap(geom)
+    t = torch.from_numpy(np.ascontiguousarray(values, dtype=np.float32))[None, None]
+    box = F.interpolate(t, size=geom.box_size, mode="trilinear", align_corners=False)[0, 0]
+    part = box[dst].numpy()
+    if threshold is None:
+        out = np.zeros(geom.shape, np.float32)
+        out[src] = part
+    else:
+        out = np.zeros(geom.shape, np.uint8)
+        out[src] = part >= threshold
+    return out
+
+
+def preprocess_volume(mask: np.ndarray, spacing: Sequence[float], grid: int, margin: float) -> tuple[np.ndarray, Geometry]:
+    """Plan the crop from ``mask`` and return its binary grid (uint8) with the geometry."""
+    geom = plan_crop(mask, spacing, grid, margin)
+    return (to_grid(mask, geom) >= 0.5).astype(np.uint8), geom
+
+
+def save_case(path, geometry: Geometry, **arrays: np.ndarray) -> None:
+    """One preprocessed case: binary grids plus the geometry that inverts them (atomic write)."""
+    from skullrecon.io import atomic_path
+
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as fh:
+            np.savez_compressed(fh, geometry=np.array(geometry.to_json()), **arrays)
+
+
+def load_case(path) -> tuple[dict[str, np.ndarray], Geometry]:
+    """Arrays and geometry of a file written by :func:`save_case`."""
+    with np.load(path) as data:
+        arrays = {k: data[k] for k in data.files if k != "geometry"}
+        geom = Geometry.from_json(str(data["geometry"]))
+    return arrays, geom
+
+
+def preprocess_split(root, layout, split: str, out_dir, grid: int, margin: float = 0.1, log=print) -> dict:
+    """Validate and preprocess one split of a dataset into ``out_dir``.
+
+    Writes ``cases/<name>.npz`` (defective skull and, where known, implant; cropped by the
+    defective skull, as at test time), ``healthy/<id>.npz`` for the training split (complete
+    skulls, cropped by themselves: the MAE's training data), and ``cases.tsv`` listing the
+    source files, so every grid can be traced and inverted.
+    """
+    from pathlib import Path
+
+    import pandas as pd
+
+    from skullrecon.datasets import list_cases, list_healthy, validate_cases
+    from skullrecon.io import read_volume
+
+    out_dir = Path(out_dir)
+    cases = list_cases(root, layout, split)
+    healthy = list_healthy(root, layout, split) if split == "train" else []
+    validate_cases(cases, healthy, require_ground_truth=split == "train")
+    rows = []
+    for case in cases:
+        defective = read_volume(case.defective)
+        grid_def, geom = preprocess_volume(defective.array, defective.spacing, grid, margin)
+        arrays = {"defective": grid_def}
+        if case.implant is not None:
+            arrays["implant"] = (to_grid(read_volume(case.implant).array, geom) >= 0.5).astype(np.uint8)
+        save_case(out_dir / "cases" / f"{case.name}.npz", geom, **arrays)
+        rows.append({"name": case.name, "case_id": case.case_id, "defect_type": case.defect_type or "",
+                     "defective": str(case.defective), "implant": str(case.implant or ""),
+                     "complete": str(case.complete or "")})
+        log(f"{case.name}: box {geom.box_size} -> {grid}^3 at {np.round(geom.grid_spacing, 3).tolist()} mm")
+    for case_id, path in healthy:
+        skull = read_volume(path)
+        grid_skull, geom = preprocess_volume(skull.array, skull.spacing, grid, margin)
+        save_case(out_dir / "healthy" / f"{case_id}.npz", geom, complete=grid_skull)
+    pd.DataFrame(rows).to_csv(out_dir / "cases.tsv", sep="\t", index=False)
+    return {"cases": len(rows), "healthy": len(healthy)}

@@ -1,0 +1,246 @@
+"""The paper's outputs: per-case metrics, Table I, Figures 3 and 4, and run provenance.
+
+Table I is computed from the per-case CSV files only, and shows the paper's published values
+beside ours (``workflow/report/paper_table1.csv``), with the number of cases and of failures
+(empty implants, counted with DSC 0 and no HD95).
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import subprocess
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import pandas as pd
+
+from skullrecon.io import read_volume
+from skullrecon.metrics import evaluate_case
+
+__all__ = [
+    "METHOD_LABELS",
+    "evaluate_method",
+    "summarise",
+    "write_table1",
+    "plot_figure4",
+    "plot_figure3",
+    "plot_masking_examples",
+    "write_provenance",
+]
+
+METHOD_LABELS = {
+    "mae_d": "MAE (D)",
+    "mae_nd": "MAE (ND)",
+    "unet": "UNet",
+    "unetr": "UNETR",
+    "swinunetr": "SwinUNETR",
+    "attentionunet": "AttentionUnet",
+    "segresnet": "SegResNet",
+}
+DATASET_LABELS = {"skullbreak": "SkullBreak", "skullfix": "SkullFix"}
+METRICS = ("dsc", "bdsc", "hd95")
+METRIC_LABELS = {"dsc": "DSC", "bdsc": "BDSC", "hd95": "HD95 [mm]"}
+
+
+def evaluate_method(implants_dir: str | Path, cases_tsv: str | Path, out_csv: str | Path, margin_mm: float = 10.0) -> pd.DataFrame:
+    """Metrics of every test case of one method on one dataset, one CSV row per case.
+
+    A case with a missing implant file is an error (nothing is silently skipped); a case
+    without ground truth is an error too, since it cannot be scored.
+    """
+    cases = pd.read_csv(cases_tsv, sep="\t", dtype=str, keep_default_na=False)
+    rows = []
+    for case in cases.itertuples():
+        if not case.implant:
+            raise FileNotFoundError(f"{case.defective}: no ground-truth implant for test case {case.name}")
+        pred = read_volume(Path(implants_dir) / f"{case.name}.nrrd")
+        gt = read_volume(case.implant)
+        defective = read_volume(case.defective)
+        result = evaluate_case(pred.array, gt.array, defective.array, gt.spacing, margin_mm)
+        rows.append({"case": case.name, "defect_type": case.defect_type, **result})
+        print(f"{case.name}: {result}")
+    table = pd.DataFrame(rows)
+    Path(out_csv).parent.mkdir(parents=True, exist_ok=True)
+    table.to_csv(out_csv, index=False)
+    return table
+
+
+def _load_metrics(csv_paths: Sequence[str | Path]) -> pd.DataFrame:
+    frames = []
+    for path in csv_paths:
+        path = Path(path)
+        frame = pd.read_csv(path)
+        frame["dataset"], frame["method"] = path.parent.name, path.stem
+        frames.append(frame)
+    return pd.concat(frames, ignore_index=True)
+
+
+def summarise(csv_paths: Sequence[str | Path]) -> pd.DataFrame:
+    """Mean and median of each metric per dataset and method, with case and failure counts.
+
+    Failed cases (empty implants) keep DSC = BDSC = 0 in the statistics; their HD95 is
+    undefined and left out of the HD95 statistics, which the ``failed`` column makes visible.
+    """
+    data = _load_metrics(csv_paths)
+    rows = []
+    for (dataset, method), group in data.groupby(["dataset", "method"], sort=False):
+        row: dict[str, Any] = {"dataset": dataset, "method": method, "cases": len(group),
+                               "failed": int(group["empty_prediction"].astype(bool).sum())}
+        for metric in METRICS:
+            values = group[metric].astype(float)
+            row[f"{metric}_mean"] = float(values.mean()) if values.notna().any() else float("nan")
+            row[f"{metric}_median"] = float(values.median()) if values.notna().any() else float("nan")
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def write_table1(csv_paths: Sequence[str | Path], out_csv: str | Path, out_md: str | Path,
+                 paper_csv: str | Path | None = None) -> pd.DataFrame:
+    """Table I as CSV and Markdown, laid out like the paper (one block per dataset)."""
+    table = summarise(csv_paths)
+    paper = pd.read_csv(paper_csv) if paper_csv and Path(paper_csv).exists() else None
+    if paper is not None:
+        table = table.merge(paper, on=["dataset", "method"], how="left")
+    table.to_csv(out_csv, index=False, float_format="%.4f")
+    lines = ["# Table I: defect reconstruction on the test sets", "",
+             "Mean / median per method; `paper` columns are the published values (mean).", ""]
+    for dataset, block in table.groupby("dataset", sort=False):
+        lines += [f"## {DATASET_LABELS.get(dataset, dataset)}", ""]
+        header = ["Method", "Cases", "Failed"] + [f"{METRIC_LABELS[m]} mean / median" for m in METRICS]
+        if paper is not None:
+            header += [f"{METRIC_LABELS[m]} paper" for m in METRICS]
+        lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+        for row in block.itertuples():
+            cells = [METHOD_LABELS.get(row.method, row.method), str(row.cases), str(row.failed)]
+            cells += [f"{_fmt(getattr(row, f'{m}_mean'))} / {_fmt(getattr(row, f'{m}_median'))}" for m in METRICS]
+            if paper is not None:
+                cells += [_fmt(getattr(row, f"paper_{m}", float("nan"))) for m in METRICS]
+            lines.append("| " + " | ".join(cells) + " |")
+        lines.append("")
+    Path(out_md).write_text("\n".join(lines))
+    return table
+
+
+def _fmt(value: float) -> str:
+    return "n/a" if value is None or not np.isfinite(value) else f"{value:.3f}"
+
+
+def plot_figure4(csv_paths: Sequence[str | Path], out_png: str | Path) -> None:
+    """Box plots of DSC, boundary DSC and HD95 per dataset (rows) and method (boxes)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    data = _load_metrics(csv_paths)
+    datasets = list(dict.fromkeys(data["dataset"]))
+    methods = list(dict.fromkeys(data["method"]))
+    fig, axes = plt.subplots(len(datasets), 3, figsize=(15, 4.2 * len(datasets)), squeeze=False)
+    for r, dataset in enumerate(datasets):
+        for c, metric in enumerate(METRICS):
+            ax = axes[r, c]
+            groups = [data[(data.dataset == dataset) & (data.method == m)][metric].astype(float).dropna()
+                      for m in methods]
+            ax.boxplot([g.to_numpy() for g in groups], showfliers=True)
+            ax.set_xticks(range(1, len(methods) + 1), [METHOD_LABELS.get(m, m) for m in methods],
+                          rotation=30, ha="right")
+            ax.set_title(f"{DATASET_LABELS.get(dataset, dataset)}: {METRIC_LABELS[metric]}")
+            ax.grid(axis="y", alpha=0.3)
+            if metric != "hd95":
+                ax.set_ylim(-0.02, 1.02)
+    fig.tight_layout()
+    fig.savefig(out_png, dpi=110)
+    plt.close(fig)
+
+
+def plot_figure3(results_dir: str | Path, datasets: Sequence[str], methods: Sequence[str], out_png: str | Path) -> None:
+    """One test case per dataset shown for every method: orthogonal maximum projections.
+
+    Grey: the defective skull; green: ground-truth implant; red: the method's implant (yellow
+    where they agree). The case is the first test case of the dataset, so every method is
+    compared on the same skull.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    results_dir = Path(results_dir)
+    columns = ["ground truth", *methods]
+    fig, axes = plt.subplots(len(datasets) * 2, len(columns), figsize=(2.3 * len(columns), 4.6 * len(datasets)),
+                             squeeze=False)
+    for d, dataset in enumerate(datasets):
+        cases = pd.read_csv(results_dir / "preprocessed" / dataset / "test" / "cases.tsv", sep="\t", dtype=str,
+                            keep_default_na=False)
+        case = cases.iloc[0]
+        defective = read_volume(case.defective)
+        gt = read_volume(case.implant).array.astype(bool) if case.implant else np.zeros(defective.shape, bool)
+        for c, column in enumerate(columns):
+            pred = gt if column == "ground truth" else read_volume(
+                results_dir / "implants" / dataset / column / f"{case['name']}.nrrd").array.astype(bool)
+            for v, axis in enumerate((2, 0)):  # top view and side view
+                ax = axes[2 * d + v, c]
+                ax.imshow(_overlay(defective.array.astype(bool), gt, pred, axis), interpolation="nearest")
+                ax.set_xticks([])
+                ax.set_yticks([])
+                if v == 0:
+                    ax.set_title(METHOD_LABELS.get(column, column), fontsize=9)
+            axes[2 * d, 0].set_ylabel(f"{DATASET_LABELS.get(dataset, dataset)} {case['name']}\ntop", fontsize=8)
+            axes[2 * d + 1, 0].set_ylabel("side", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out_png, dpi=110)
+    plt.close(fig)
+
+
+def _overlay(skull: np.ndarray, gt: np.ndarray, pred: np.ndarray, axis: int) -> np.ndarray:
+    proj = [np.rot90(a.any(axis=axis)) for a in (skull, gt, pred)]
+    img = np.zeros((*proj[0].shape, 3))
+    img[proj[0]] = 0.55
+    img[proj[1]] = (0.1, 0.75, 0.1)
+    img[proj[2]] = (0.9, 0.1, 0.1)
+    img[proj[1] & proj[2]] = (0.95, 0.85, 0.1)
+    return img
+
+
+def plot_masking_examples(train_dirs: Sequence[str | Path], masking: dict[str, Any], out_png: str | Path,
+                          n_skulls: int = 4, seed: int = 0) -> None:
+    """What the MAE is trained on: healthy training skulls with deformed (D) and sharp (ND) masks."""
+    from skullrecon.masking import MaskConfig, masking_examples
+    from skullrecon.preprocess import load_case
+
+    files = sorted(f for d in train_dirs for f in (Path(d) / "healthy").glob("*.npz"))
+    if not files:
+        raise FileNotFoundError(f"no healthy training skulls under {list(map(str, train_dirs))}")
+    step = max(1, len(files) // n_skulls)
+    chosen = files[::step][:n_skulls]
+    loaded = [load_case(f) for f in chosen]
+    skulls = [arrays["complete"].astype(bool) for arrays, _ in loaded]
+    spacing = loaded[0][1].grid_spacing
+    cfg_d = MaskConfig.from_dict({**masking, "deform": True})
+    cfg_nd = MaskConfig.from_dict({**masking, "deform": False})
+    masking_examples(skulls, spacing, cfg_d, cfg_nd, out_png, seed=seed)
+
+
+def write_provenance(config: dict[str, Any], out_yaml: str | Path) -> None:
+    """The resolved config of a run, and ``env.json`` beside it (versions, git commit, host)."""
+    import yaml
+
+    out_yaml = Path(out_yaml)
+    out_yaml.parent.mkdir(parents=True, exist_ok=True)
+    out_yaml.write_text(yaml.safe_dump(json.loads(json.dumps(config)), sort_keys=False))
+    env = {"python": platform.python_version(), "host": platform.node(), "platform": platform.platform()}
+    for pkg in ("torch", "monai", "numpy", "snakemake"):
+        try:
+            env[pkg] = __import__(pkg).__version__
+        except ImportError:
+            env[pkg] = None
+    try:
+        env["git_commit"] = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
+                                           check=True).stdout.strip()
+        env["git_dirty"] = bool(subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
+                                               capture_output=True, text=True).stdout.strip())
+    except (OSError, subprocess.CalledProcessError):
+        env["git_commit"] = None
+    (out_yaml.parent / "env.json").write_text(json.dumps(env, indent=2))

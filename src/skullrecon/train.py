@@ -1,0 +1,335 @@
+"""One trainer for both tasks: the self-supervised MAE and the supervised baselines.
+
+* ``reconstruct`` (MAE): healthy skull -> random masks removed -> network -> whole skull.
+* ``implant`` (baselines): defective skull -> network -> implant.
+
+Soft Dice loss, AdamW, ExponentialLR, bf16 autocast on GPU, a per-epoch CSV log of loss and
+validation DSC, and resumable checkpoints (model, optimiser, scheduler, epoch, RNG state) kept in
+a folder Snakemake never deletes, so a job killed at a time limit continues where it stopped.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import time
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from skullrecon.augment import AugmentConfig, augment_skull
+from skullrecon.masking import MaskConfig, apply_mask, make_mask
+from skullrecon.models import build_network, pick_device, save_model
+from skullrecon.preprocess import load_case
+
+__all__ = ["TrainConfig", "MaskedSkullDataset", "PairDataset", "train_model", "dice_score"]
+
+TASKS = ("reconstruct", "implant")
+
+
+@dataclass
+class TrainConfig:
+    """Optimisation settings (paper: AdamW lr 1e-3, wd 1e-2, ExponentialLR 0.995, Soft Dice).
+
+    Args:
+        epochs: passes over the training set.
+        batch_size: cases per step.
+        lr, weight_decay: AdamW settings.
+        gamma: ExponentialLR decay per epoch.
+        val_fraction: share of training cases held out for the per-epoch validation DSC.
+        checkpoint_every: epochs between checkpoints (the last epoch always writes one).
+        num_workers: DataLoader worker processes (mask generation runs there).
+        seed: seeds data split, masks, shuffling and weights.
+        bf16: autocast to bfloat16 on a GPU.
+    """
+
+    epochs: int = 1200
+    batch_size: int = 1
+    lr: float = 1e-3
+    weight_decay: float = 1e-2
+    gamma: float = 0.995
+    val_fraction: float = 0.1
+    checkpoint_every: int = 10
+    num_workers: int = 0
+    seed: int = 0
+    bf16: bool = True
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
+        known = {f.name for f in fields(cls)}
+        unknown = set(d) - known
+        if unknown:
+            raise ValueError(f"unknown training setting(s) {sorted(unknown)}; known: {sorted(known)}")
+        return cls(**d)
+
+
+class MaskedSkullDataset(Dataset):
+    """Healthy skulls with freshly drawn masks: (masked skull, whole skull).
+
+    Masks depend only on (seed, epoch, index), so they are reproducible whatever the worker
+    layout and a resumed run sees the same masks as an uninterrupted one.
+    """
+
+    def __init__(self, files: Sequence[Path], mask_cfg: MaskConfig, seed: int,
+                 augment: AugmentConfig | None = None, fixed: bool = False):
+        self.files, self.mask_cfg, self.seed = list(files), mask_cfg, seed
+        self.augment, self.fixed, self.epoch = augment, fixed, 0
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        arrays, geom = load_case(self.files[i])
+        skull = arrays["complete"].astype(bool)
+        rng = np.random.default_rng([self.seed, 0 if self.fixed else self.epoch + 1, i])
+        if self.augment is not None and not self.fixed:
+            skull = augment_skull(skull, self.augment, rng)
+        mask = make_mask(skull, geom.grid_spacing, self.mask_cfg, rng)
+        masked = apply_mask(skull, mask)
+        return _tensor(masked), _tensor(skull)
+
+
+class PairDataset(Dataset):
+    """Supervised pairs from preprocessed cases: (defective skull, implant)."""
+
+    def __init__(self, files: Sequence[Path]):
+        self.files, self.epoch = list(files), 0
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        arrays, _ = load_case(self.files[i])
+        return _tensor(arrays["defective"]), _tensor(arrays["implant"])
+
+
+def _tensor(a: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32))[None]
+
+
+def dice_score(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Hard DSC per case of thresholded predictions (empty vs empty counts as 1)."""
+    pred = (logits > 0).float().flatten(1)
+    tgt = (target > 0.5).float().flatten(1)
+    inter = (pred * tgt).sum(1)
+    denom = pred.sum(1) + tgt.sum(1)
+    return torch.where(denom > 0, 2 * inter / denom.clamp(min=1), torch.ones_like(denom))
+
+
+def _split(files: Sequence[Path], fraction: float, seed: int) -> tuple[list[Path], list[Path]]:
+    files = sorted(files)
+    n_val = int(round(len(files) * fraction)) if len(files) > 1 else 0
+    n_val = min(max(n_val, 1 if fraction > 0 and len(files) > 1 else 0), len(files) - 1)
+    order = np.random.default_rng(seed).permutation(len(files))
+    val = {int(i) for i in order[:n_val]}
+    return [f for i, f in enumerate(files) if i not in val], [f for i, f in enumerate(files) if i in val]
+
+
+def _fingerprint(spec: dict, cfg: TrainConfig, files: Sequence[Path]) -> str:
+    """What a checkpoint must agree with to be resumed (everything but the epoch count)."""
+    settings = {k: v for k, v in asdict(cfg).items() if k not in ("epochs", "checkpoint_every", "num_workers")}
+    blob = json.dumps({"spec": spec, "cfg": settings, "files": [Path(f).name for f in sorted(files)]},
+                      sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def train_model(
+    task: str,
+    files: Sequence[Path],
+    out_path: str | Path,
+    spec: dict[str, Any],
+    cfg: TrainConfig,
+    checkpoint_dir: str | Path,
+    log_csv: str | Path,
+    mask_cfg: MaskConfig | None = None,
+    augment: AugmentConfig | None = None,
+    device: str = "auto",
+    log: Callable[[str], None] = print,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Train a network and write a self-contained model file.
+
+    Args:
+        task: ``reconstruct`` (MAE on healthy skulls, needs ``mask_cfg``) or ``implant``.
+        files: preprocessed ``.npz`` cases (``healthy/*.npz`` or ``cases/*.npz``).
+        out_path: the final model file (written only when training completes).
+        spec: architecture and pipeline settings stored in the model file (``arch``,
+            ``network``, ``grid`` ...).
+        checkpoint_dir: where ``last.pt`` is kept between epochs; an existing compatible
+            checkpoint is resumed.
+        log_csv: per-epoch ``epoch, train_loss, val_dsc, lr, seconds``.
+    Returns:
+        a summary (epochs run, resumed epoch, final validation DSC).
+    """
+    from monai.losses import DiceLoss
+    from tqdm import tqdm
+
+    if task not in TASKS:
+        raise ValueError(f"task must be one of {TASKS}, got {task!r}")
+    if task == "reconstruct" and mask_cfg is None:
+        raise ValueError("task 'reconstruct' needs a mask configuration")
+    if not files:
+        raise ValueError("no training cases given")
+    dev = pick_device(device)
+    torch.manual_seed(cfg.seed)
+    train_files, val_files = _split(files, cfg.val_fraction, cfg.seed)
+    if task == "reconstruct":
+        train_ds: Dataset = MaskedSkullDataset(train_files, mask_cfg, cfg.seed, augment)
+        val_ds: Dataset = MaskedSkullDataset(val_files, mask_cfg, cfg.seed + 1, fixed=True)
+    else:
+        train_ds, val_ds = PairDataset(train_files), PairDataset(val_files)
+
+    net = build_network(spec["arch"], spec["network"], spec["grid"]).to(dev)
+    opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    sched = torch.optim.lr_scheduler.ExponentialLR(opt, gamma=cfg.gamma)
+    loss_fn = DiceLoss(sigmoid=True)
+    use_bf16 = cfg.bf16 and dev.type == "cuda"
+
+    checkpoint_dir, log_csv = Path(checkpoint_dir), Path(log_csv)
+    checkpoint_dir.mkdir(parents=True, exist_ok=True)
+    fingerprint = _fingerprint(spec, cfg, files)
+    start_epoch = _resume(checkpoint_dir / "last.pt", fingerprint, net, opt, sched, log)
+    _trim_log(log_csv, start_epoch)
+
+    val_dsc = float("nan")
+    bar = tqdm(range(start_epoch, cfg.epochs), initial=start_epoch, total=cfg.epochs,
+               desc=spec.get("method", "train"), disable=not progress, mininterval=5)
+    for epoch in bar:
+        t0 = time.time()
+        train_ds.epoch = epoch
+        loader = DataLoader(train_ds, batch_size=cfg.batch_size, shuffle=True, num_workers=cfg.num_workers,
+                            generator=torch.Generator().manual_seed(cfg.seed * 100_003 + epoch), drop_last=False)
+        net.train()
+        losses = []
+        for x, y in loader:
+            x, y = x.to(dev, non_blocking=True), y.to(dev, non_blocking=True)
+            opt.zero_grad(set_to_none=True)
+            with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=use_bf16):
+                loss = loss_fn(net(x).float(), y)
+            loss.backward()
+            opt.step()
+            losses.append(loss.item())
+        lr = opt.param_groups[0]["lr"]
+        sched.step()
+        val_dsc = _validate(net, val_ds, dev, use_bf16)
+        row = {"epoch": epoch + 1, "train_loss": float(np.mean(losses)), "val_dsc": val_dsc, "lr": lr,
+               "seconds": round(time.time() - t0, 3)}
+        _append_log(log_csv, row)
+        bar.set_postfix(loss=f"{row['train_loss']:.4f}", val_dsc=f"{val_dsc:.4f}")
+        if (epoch + 1) % cfg.checkpoint_every == 0 or epoch + 1 == cfg.epochs:
+            _checkpoint(checkpoint_dir / "last.pt", fingerprint, epoch + 1, net, opt, sched)
+    spec = {**spec, "task": task, "train": asdict(cfg), "val_dsc": val_dsc,
+            "masking": asdict(mask_cfg) if mask_cfg is not None else None,
+            "train_cases": [Path(f).stem for f in train_files]}
+    save_model(out_path, net, spec)
+    log(f"wrote {out_path} (epochs {cfg.epochs}, resumed at {start_epoch}, validation DSC {val_dsc:.4f})")
+    return {"epochs": cfg.epochs, "resumed_from": start_epoch, "val_dsc": val_dsc}
+
+
+@torch.no_grad()
+def _validate(net, ds: Dataset, dev: torch.device, bf16: bool) -> float:
+    if len(ds) == 0:
+        return float("nan")
+    net.eval()
+    scores = []
+    for i in range(len(ds)):
+        x, y = ds[i]
+        with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=bf16):
+            logits = net(x[None].to(dev)).float()
+        scores.append(dice_score(logits, y[None].to(dev)).item())
+    return float(np.mean(scores))
+
+
+def _checkpoint(path: Path, fingerprint: str, epoch: int, net, opt, sched) -> None:
+    from skullrecon.io import atomic_path
+
+    state = {"fingerprint": fingerprint, "epoch": epoch, "model": net.state_dict(),
+             "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
+             "torch_rng": torch.get_rng_state()}
+    with atomic_path(path) as tmp:
+        torch.save(state, tmp)
+
+
+def _resume(path: Path, fingerprint: str, net, opt, sched, log) -> int:
+    if not path.exists():
+        return 0
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    if state.get("fingerprint") != fingerprint:
+        log(f"{path}: checkpoint was made with other settings or data; starting from epoch 0")
+        return 0
+    net.load_state_dict(state["model"])
+    opt.load_state_dict(state["optimizer"])
+    sched.load_state_dict(state["scheduler"])
+    torch.set_rng_state(state["torch_rng"])
+    log(f"resumed from checkpoint {path} at epoch {state['epoch']}")
+    return int(state["epoch"])
+
+
+def _trim_log(log_csv: Path, epochs_done: int) -> None:
+    """Keep only the log rows of epochs a resumed run will not repeat."""
+    if not log_csv.exists():
+        return
+    with open(log_csv, newline="") as fh:
+        rows = [r for r in csv.DictReader(fh) if int(r["epoch"]) <= epochs_done]
+    log_csv.unlink()
+    for r in rows:
+        _append_log(log_csv, r)
+
+
+def _append_log(log_csv: Path, row: dict) -> None:
+    new = not log_csv.exists()
+    log_csv.parent.mkdir(parents=True, exist_ok=True)
+    with open(log_csv, "a", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(row))
+        if new:
+            writer.writeheader()
+        writer.writerow(row)
+
+
+def train_run(
+    task: str,
+    input_dirs: Sequence[str | Path],
+    model_path: str | Path,
+    history_path: str | Path,
+    checkpoint_dir: str | Path,
+    method: str,
+    arch: str,
+    network: dict[str, Any],
+    train: dict[str, Any],
+    grid: int,
+    margin: float,
+    postprocess: dict[str, Any],
+    masking: dict[str, Any] | None = None,
+    augment: dict[str, Any] | None = None,
+    device: str = "auto",
+) -> dict[str, Any]:
+    """One pipeline training job: gather the cases, train, and copy the epoch log beside the model.
+
+    The MAE (``task='reconstruct'``) trains on ``healthy/*.npz`` of every input directory,
+    the baselines on ``cases/*.npz`` (defective skull -> implant).
+    """
+    import shutil
+
+    sub = "healthy" if task == "reconstruct" else "cases"
+    files = sorted(f for d in input_dirs for f in (Path(d) / sub).glob("*.npz"))
+    if not files:
+        raise FileNotFoundError(f"no training cases in {[str(Path(d) / sub) for d in input_dirs]}")
+    spec = {"method": method, "arch": arch, "network": network, "grid": grid, "margin": margin,
+            "postprocess": postprocess}
+    mask_cfg = MaskConfig.from_dict(masking) if masking is not None else None
+    if mask_cfg is not None:
+        mask_cfg.deform = method.endswith("_d")
+    aug = None
+    if augment and augment.get("activate"):
+        aug = AugmentConfig.from_dict({k: v for k, v in augment.items() if k != "activate"})
+    print(f"{method}: {len(files)} training cases from {[str(d) for d in input_dirs]}")
+    checkpoint_dir = Path(checkpoint_dir)
+    summary = train_model(task, files, model_path, spec, TrainConfig.from_dict(train), checkpoint_dir,
+                          checkpoint_dir / "history.csv", mask_cfg, aug, device)
+    shutil.copyfile(checkpoint_dir / "history.csv", history_path)
+    return summary

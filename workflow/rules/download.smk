@@ -1,0 +1,28 @@
+# Data: the published archives (verified, resumable), or the offline synthetic dataset.
+
+
+rule download_dataset:
+    output:
+        directory(f"{config['data_root']}/{{dataset}}"),
+    log:
+        f"{config['data_root']}/logs/download_{{dataset}}.log",
+    params:
+        dest_root=config["data_root"],
+    conda:
+        ENV
+    script:
+        "../scripts/download.py"
+
+
+rule synthesize_dataset:
+    output:
+        directory(f"{RESULTS}/data/{{dataset}}"),
+    log:
+        f"{RESULTS}/logs/synthesize_{{dataset}}.log",
+    params:
+        spec=lambda wc: config["datasets"][wc.dataset]["synthetic"],
+        types=lambda wc: config["datasets"][wc.dataset]["layout"].get("types"),
+    conda:
+        ENV
+    script:
+        "../scripts/synthesize.py"

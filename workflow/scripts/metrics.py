@@ -1,0 +1,13 @@
+import sys
+
+sys.path.insert(0, f"{snakemake.scriptdir}/../../src")  # the library, also inside --sdm conda envs
+from skullrecon.report import evaluate_method
+from skullrecon.runlog import to_file
+
+with to_file(snakemake.log[0]):
+    evaluate_method(
+        implants_dir=snakemake.input.implants,
+        cases_tsv=f"{snakemake.input.cases}/cases.tsv",
+        out_csv=snakemake.output[0],
+        margin_mm=snakemake.params.margin_mm,
+    )

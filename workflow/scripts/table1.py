@@ -1,0 +1,8 @@
+import sys
+
+sys.path.insert(0, f"{snakemake.scriptdir}/../../src")  # the library, also inside --sdm conda envs
+from skullrecon.report import write_table1
+from skullrecon.runlog import to_file
+
+with to_file(snakemake.log[0]):
+    write_table1(snakemake.input, snakemake.output.csv, snakemake.output.md, paper_csv=snakemake.params.paper)

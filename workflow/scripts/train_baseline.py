@@ -1,0 +1,23 @@
+import sys
+
+sys.path.insert(0, f"{snakemake.scriptdir}/../../src")  # the library, also inside --sdm conda envs
+from skullrecon.runlog import to_file
+from skullrecon.train import train_run
+
+p = snakemake.params
+with to_file(snakemake.log[0]):
+    train_run(
+        task="implant",
+        input_dirs=list(snakemake.input),
+        model_path=snakemake.output.model,
+        history_path=snakemake.output.history,
+        checkpoint_dir=p.checkpoints,
+        method=snakemake.wildcards.baseline,
+        arch=snakemake.wildcards.baseline,
+        network=p.network,
+        train=p.train,
+        grid=p.grid,
+        margin=p.margin,
+        postprocess=p.postprocess,
+        device=p.device,
+    )

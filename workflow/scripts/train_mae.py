@@ -1,0 +1,25 @@
+import sys
+
+sys.path.insert(0, f"{snakemake.scriptdir}/../../src")  # the library, also inside --sdm conda envs
+from skullrecon.runlog import to_file
+from skullrecon.train import train_run
+
+p = snakemake.params
+with to_file(snakemake.log[0]):
+    train_run(
+        task="reconstruct",
+        input_dirs=snakemake.input,
+        model_path=snakemake.output.model,
+        history_path=snakemake.output.history,
+        checkpoint_dir=p.checkpoints,
+        method=p.method,
+        arch=p.mae["arch"],
+        network=p.mae["network"],
+        train=p.mae["train"],
+        grid=p.grid,
+        margin=p.margin,
+        postprocess=p.postprocess,
+        masking=p.mae["masking"],
+        augment=p.mae.get("augment"),
+        device=p.device,
+    )
