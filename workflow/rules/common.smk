@@ -14,6 +14,10 @@ METHODS = MAE_METHODS + BASELINES
 ENV = "../../envs/skullrecon.yaml"
 
 
+# Light or network-bound rules run on the submit host, not as cluster jobs (`--profile slurm`).
+localrules: all, download_dataset, synthesize_dataset, resolved_config, masking_examples, table1, figure3, figure4
+
+
 wildcard_constraints:
     dataset="|".join(DATASETS),
     method="|".join(METHODS),

@@ -14,6 +14,9 @@ rule infer:
     threads: 2
     resources:
         gpu=1,
+        gpu_model=lookup(dpath="slurm/gpu_model", within=config, default=""),
+        slurm_partition=lookup(dpath="slurm/partition", within=config, default=""),
+        slurm_account=lookup(dpath="slurm/account", within=config, default=""),
     conda:
         ENV
     script:

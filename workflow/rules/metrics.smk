@@ -11,6 +11,9 @@ rule metrics:
         f"{RESULTS}/logs/metrics/{{dataset}}_{{method}}.log",
     params:
         margin_mm=config["metrics"]["boundary_margin_mm"],
+    resources:
+        slurm_partition=lookup(dpath="slurm/partition", within=config, default=""),
+        slurm_account=lookup(dpath="slurm/account", within=config, default=""),
     conda:
         ENV
     script:

@@ -11,6 +11,9 @@ rule upsample:
         f"{RESULTS}/logs/upsample/{{dataset}}_{{method}}.log",
     params:
         threshold=config["postprocess"]["threshold"],
+    resources:
+        slurm_partition=lookup(dpath="slurm/partition", within=config, default=""),
+        slurm_account=lookup(dpath="slurm/account", within=config, default=""),
     conda:
         ENV
     script:
@@ -28,6 +31,9 @@ rule extract_implants:
     params:
         task=lambda wc: task_of(wc.method),
         postprocess=config["postprocess"],
+    resources:
+        slurm_partition=lookup(dpath="slurm/partition", within=config, default=""),
+        slurm_account=lookup(dpath="slurm/account", within=config, default=""),
     conda:
         ENV
     script:

@@ -12,6 +12,9 @@ rule preprocess:
         layout=lambda wc: config["datasets"][wc.dataset]["layout"],
         grid=config["preprocess"]["grid"],
         margin=config["preprocess"]["margin"],
+    resources:
+        slurm_partition=lookup(dpath="slurm/partition", within=config, default=""),
+        slurm_account=lookup(dpath="slurm/account", within=config, default=""),
     conda:
         ENV
     script:

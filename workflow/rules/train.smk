@@ -21,6 +21,9 @@ rule train_mae:
     threads: 2
     resources:
         gpu=1,
+        gpu_model=lookup(dpath="slurm/gpu_model", within=config, default=""),
+        slurm_partition=lookup(dpath="slurm/partition", within=config, default=""),
+        slurm_account=lookup(dpath="slurm/account", within=config, default=""),
     conda:
         ENV
     script:
@@ -46,6 +49,9 @@ rule train_baseline:
     threads: 2
     resources:
         gpu=1,
+        gpu_model=lookup(dpath="slurm/gpu_model", within=config, default=""),
+        slurm_partition=lookup(dpath="slurm/partition", within=config, default=""),
+        slurm_account=lookup(dpath="slurm/account", within=config, default=""),
     conda:
         ENV
     script:
