@@ -119,6 +119,10 @@ def list_cases(root: str | Path, layout: Layout, split: str) -> list[Case]:
             )
     if not cases:
         raise DatasetError(f"{defective_dir}: no NNN.nrrd cases found for split {split}")
+    if split == "test" and layout.test_ids is not None:
+        missing = sorted(set(layout.test_ids) - {c.case_id for c in cases})
+        if missing:  # a recorded split must not shrink silently
+            raise DatasetError(f"{defective_dir}: test case id(s) {missing} of the layout's test_ids not found")
     return cases
 
 
@@ -147,8 +151,14 @@ def validate_cases(
         DatasetError: listing every problem, one line per file.
     """
     problems: list[str] = []
+    seen: dict[Path, tuple | None] = {}
 
     def check(path: Path) -> tuple | None:
+        if path not in seen:  # a complete skull is shared by every defect type and the healthy list
+            seen[path] = _check(path)
+        return seen[path]
+
+    def _check(path: Path) -> tuple | None:
         try:
             vol = read_volume(path)
         except VolumeError as err:
@@ -158,7 +168,7 @@ def validate_cases(
             problems.append(f"{path}: voxel spacing {vol.spacing.round(3).tolist()} mm exceeds {max_spacing_mm} mm")
         if not vol.array.any():
             problems.append(f"{path}: volume is empty (no foreground voxels)")
-        return vol.shape, tuple(np.round(vol.spacing, 4))
+        return vol.shape, tuple(float(v) for v in np.round(vol.spacing, 4))
 
     for _, path in healthy:
         check(path)
@@ -176,7 +186,8 @@ def validate_cases(
             geo = check(path)
             if ref is not None and geo is not None and geo != ref:
                 problems.append(
-                    f"{path}: shape/spacing {geo} does not match the defective skull {case.defective} {ref}"
+                    f"{path}: shape {geo[0]} / spacing {list(geo[1])} mm does not match the defective skull "
+                    f"{case.defective} (shape {ref[0]} / spacing {list(ref[1])} mm)"
                 )
     if problems:
         raise DatasetError(f"{len(problems)} problem(s) in the dataset:\n" + "\n".join(problems))

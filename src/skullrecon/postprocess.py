@@ -117,12 +117,14 @@ def extract_implant(
     cfg = cfg or PostprocessConfig()
     if prediction.shape != defective.shape:
         raise ValueError(f"prediction shape {prediction.shape} differs from the defective skull's {defective.shape}")
+    if task not in ("reconstruct", "implant"):
+        raise ValueError(f"task must be 'reconstruct' or 'implant', got {task!r}")
+    if not prediction.any():  # a failed case stays empty (not the closing's fill of gaps in the defective skull)
+        return np.zeros(defective.shape, np.uint8)
     defective = defective.astype(bool)
     pred = prediction.astype(bool)
     if task == "reconstruct":
         pred = closing(pred | defective, cfg.closing_mm, spacing)
-    elif task != "implant":
-        raise ValueError(f"task must be 'reconstruct' or 'implant', got {task!r}")
     implant = pred & ~defective
     if cfg.opening_mm > 0:
         implant = opening(implant, cfg.opening_mm, spacing)

@@ -193,10 +193,9 @@ def train_model(
     checkpoint_dir, log_csv = Path(checkpoint_dir), Path(log_csv)
     checkpoint_dir.mkdir(parents=True, exist_ok=True)
     fingerprint = _fingerprint(spec, cfg, files)
-    start_epoch = _resume(checkpoint_dir / "last.pt", fingerprint, net, opt, sched, log)
+    start_epoch, val_dsc = _resume(checkpoint_dir / "last.pt", fingerprint, cfg.epochs, net, opt, sched, log)
     _trim_log(log_csv, start_epoch)
 
-    val_dsc = float("nan")
     bar = tqdm(range(start_epoch, cfg.epochs), initial=start_epoch, total=cfg.epochs,
                desc=spec.get("method", "train"), disable=not progress, mininterval=5)
     for epoch in bar:
@@ -222,7 +221,7 @@ def train_model(
         _append_log(log_csv, row)
         bar.set_postfix(loss=f"{row['train_loss']:.4f}", val_dsc=f"{val_dsc:.4f}")
         if (epoch + 1) % cfg.checkpoint_every == 0 or epoch + 1 == cfg.epochs:
-            _checkpoint(checkpoint_dir / "last.pt", fingerprint, epoch + 1, net, opt, sched)
+            _checkpoint(checkpoint_dir / "last.pt", fingerprint, epoch + 1, net, opt, sched, val_dsc)
     spec = {**spec, "task": task, "train": asdict(cfg), "val_dsc": val_dsc,
             "masking": asdict(mask_cfg) if mask_cfg is not None else None,
             "train_cases": [Path(f).stem for f in train_files]}
@@ -245,29 +244,38 @@ def _validate(net, ds: Dataset, dev: torch.device, bf16: bool) -> float:
     return float(np.mean(scores))
 
 
-def _checkpoint(path: Path, fingerprint: str, epoch: int, net, opt, sched) -> None:
+def _checkpoint(path: Path, fingerprint: str, epoch: int, net, opt, sched, val_dsc: float) -> None:
     from skullrecon.io import atomic_path
 
-    state = {"fingerprint": fingerprint, "epoch": epoch, "model": net.state_dict(),
+    state = {"fingerprint": fingerprint, "epoch": epoch, "val_dsc": float(val_dsc), "model": net.state_dict(),
              "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
              "torch_rng": torch.get_rng_state()}
     with atomic_path(path) as tmp:
         torch.save(state, tmp)
 
 
-def _resume(path: Path, fingerprint: str, net, opt, sched, log) -> int:
+def _resume(path: Path, fingerprint: str, epochs: int, net, opt, sched, log) -> tuple[int, float]:
+    """Load a compatible checkpoint; returns (epochs done, validation DSC of the last one)."""
     if not path.exists():
-        return 0
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    if state.get("fingerprint") != fingerprint:
+        return 0, float("nan")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # noqa: BLE001 - e.g. a file damaged outside this program
+        log(f"{path}: unreadable checkpoint ({type(err).__name__}: {err}); starting from epoch 0")
+        return 0, float("nan")
+    if not isinstance(state, dict) or state.get("fingerprint") != fingerprint:
         log(f"{path}: checkpoint was made with other settings or data; starting from epoch 0")
-        return 0
+        return 0, float("nan")
+    if int(state["epoch"]) > epochs:  # it cannot be un-trained to fewer epochs
+        log(f"{path}: checkpoint is at epoch {state['epoch']}, beyond the {epochs} epochs asked for; "
+            "starting from epoch 0")
+        return 0, float("nan")
     net.load_state_dict(state["model"])
     opt.load_state_dict(state["optimizer"])
     sched.load_state_dict(state["scheduler"])
     torch.set_rng_state(state["torch_rng"])
     log(f"resumed from checkpoint {path} at epoch {state['epoch']}")
-    return int(state["epoch"])
+    return int(state["epoch"]), float(state.get("val_dsc", float("nan")))
 
 
 def _trim_log(log_csv: Path, epochs_done: int) -> None:

@@ -1,0 +1,163 @@
+"""Per-case metrics, Table I and Figure 4: failures are counted, never dropped or skipped."""
+
+from __future__ import annotations
+
+import csv
+import math
+import statistics
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from skullrecon.io import VolumeError, write_volume
+from skullrecon.report import evaluate_method, plot_figure4, summarise, write_table1
+
+from conftest import shell
+
+SPACING = (1.5, 1.5, 2.0)
+
+
+def _dsc(a: np.ndarray, b: np.ndarray) -> float:
+    a, b = a.astype(bool), b.astype(bool)
+    return 2 * float((a & b).sum()) / float(a.sum() + b.sum())
+
+
+@pytest.fixture
+def test_set(tmp_path):
+    """Three test cases (a shell with a cap removed, the cap shifted per case) and cases.tsv."""
+    skull = shell((40, 40, 40), (17, 15, 14), 3)
+    rows, truths = [], {}
+    for i, z0 in enumerate((26, 28, 30)):
+        implant = skull.copy()
+        implant[:, :, :z0] = False
+        defective = skull & ~implant
+        name = f"{i:03d}"
+        for kind, array in (("defective", defective), ("implant", implant)):
+            write_volume(tmp_path / "data" / kind / f"{name}.nrrd", array.astype(np.uint8), spacing=SPACING)
+        rows.append({"name": name, "case_id": name, "defect_type": "",
+                     "defective": str(tmp_path / "data" / "defective" / f"{name}.nrrd"),
+                     "implant": str(tmp_path / "data" / "implant" / f"{name}.nrrd"),
+                     "complete": ""})
+        truths[name] = implant
+    pd.DataFrame(rows).to_csv(tmp_path / "cases.tsv", sep="\t", index=False)
+    return tmp_path, truths
+
+
+def _predict(folder: Path, truths: dict[str, np.ndarray], empty: set[str]) -> dict[str, np.ndarray]:
+    """Predictions: the truth shifted by one voxel, or nothing for the cases in ``empty``."""
+    preds = {}
+    for name, gt in truths.items():
+        pred = np.zeros_like(gt) if name in empty else np.roll(gt, 1, axis=0)
+        write_volume(folder / f"{name}.nrrd", pred.astype(np.uint8), spacing=SPACING)
+        preds[name] = pred
+    return preds
+
+
+def _f(text: str) -> float:
+    """A CSV number; pandas writes NaN as an empty field."""
+    return float(text) if text != "" else float("nan")
+
+
+def _read_csv(path: Path) -> list[dict[str, str]]:
+    with open(path, newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
+def test_empty_prediction_is_a_counted_failure(test_set):
+    root, truths = test_set
+    preds = {
+        "unet": _predict(root / "implants" / "unet", truths, empty={"001"}),
+        "mae_d": _predict(root / "implants" / "mae_d", truths, empty=set()),
+    }
+    csvs = []
+    for method in preds:
+        out = root / "metrics" / "skullfix" / f"{method}.csv"
+        evaluate_method(root / "implants" / method, root / "cases.tsv", out)
+        csvs.append(out)
+
+    rows = {r["case"]: r for r in _read_csv(root / "metrics" / "skullfix" / "unet.csv")}
+    assert list(rows) == ["000", "001", "002"]
+    assert rows["001"]["empty_prediction"] == "True"
+    assert float(rows["001"]["dsc"]) == 0.0 and float(rows["001"]["bdsc"]) == 0.0
+    assert rows["001"]["hd95"] == ""  # NaN
+    for name in ("000", "002"):
+        assert rows[name]["empty_prediction"] == "False"
+        assert float(rows[name]["dsc"]) == pytest.approx(_dsc(preds["unet"][name], truths[name]), abs=1e-9)
+        assert float(rows[name]["hd95"]) > 0
+
+    table = write_table1(csvs, root / "table1.csv", root / "table1.md")
+    written = {r["method"]: r for r in _read_csv(root / "table1.csv")}
+    assert set(written) == {"unet", "mae_d"}
+    for method, path in zip(preds, csvs):
+        per_case = _read_csv(path)
+        failed = sum(r["empty_prediction"] == "True" for r in per_case)
+        assert int(written[method]["cases"]) == 3 and int(written[method]["failed"]) == failed
+        for metric in ("dsc", "bdsc", "hd95"):
+            values = [_f(r[metric]) for r in per_case]
+            finite = [v for v in values if not math.isnan(v)]
+            # DSC and BDSC keep the failure's 0; HD95 is undefined there and left out
+            expected = values if metric != "hd95" else finite
+            assert len(expected) == (3 if metric != "hd95" else 3 - failed)
+            assert float(written[method][f"{metric}_mean"]) == pytest.approx(statistics.fmean(expected), abs=1e-4)
+            assert float(written[method][f"{metric}_median"]) == pytest.approx(statistics.median(expected), abs=1e-4)
+    assert int(written["unet"]["failed"]) == 1 and int(written["mae_d"]["failed"]) == 0
+    # the failure pulls the mean down: unet's mean DSC is (a + 0 + c) / 3, not (a + c) / 2
+    unet_dsc = [float(rows[n]["dsc"]) for n in ("000", "002")]
+    assert float(written["unet"]["dsc_mean"]) == pytest.approx(sum(unet_dsc) / 3, abs=1e-4)
+    assert dict(zip(table["method"], table["failed"])) == {"unet": 1, "mae_d": 0}
+
+    md = (root / "table1.md").read_text()
+    header = next(line for line in md.splitlines() if line.startswith("| Method"))
+    cols = [c.strip() for c in header.strip("|").split("|")]
+    for label, method in (("UNet", "unet"), ("MAE (D)", "mae_d")):
+        line = next(line for line in md.splitlines() if line.startswith(f"| {label} |"))
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        assert cells[cols.index("Cases")] == "3"
+        assert cells[cols.index("Failed")] == written[method]["failed"]
+        assert cells[cols.index("DSC mean / median")].startswith(f"{float(written[method]['dsc_mean']):.3f} / ")
+    assert "## SkullFix" in md
+
+    png = root / "figure4.png"
+    plot_figure4(csvs, png)
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 5000
+
+
+def test_summary_reads_only_the_per_case_files(tmp_path):
+    """Table I is a function of the CSVs: editing a per-case value changes the table."""
+    path = tmp_path / "skullbreak" / "unet.csv"
+    path.parent.mkdir()
+    pd.DataFrame({"case": ["a", "b"], "dsc": [0.5, 0.9], "bdsc": [0.4, 0.8], "hd95": [3.0, 5.0],
+                  "empty_prediction": [False, False]}).to_csv(path, index=False)
+    first = summarise([path]).iloc[0]
+    assert (first.dataset, first.method, first.cases, first.failed) == ("skullbreak", "unet", 2, 0)
+    assert first.dsc_mean == pytest.approx(0.7)
+    frame = pd.read_csv(path)
+    frame.loc[1, ["dsc", "bdsc", "hd95", "empty_prediction"]] = [0.0, 0.0, float("nan"), True]
+    frame.to_csv(path, index=False)
+    second = summarise([path]).iloc[0]
+    assert second.failed == 1 and second.dsc_mean == pytest.approx(0.25) and second.hd95_mean == pytest.approx(3.0)
+
+
+def test_missing_implant_file_is_an_error_naming_it(test_set):
+    root, truths = test_set
+    _predict(root / "implants" / "unet", truths, empty=set())
+    missing = root / "implants" / "unet" / "002.nrrd"
+    missing.unlink()
+    out = root / "metrics" / "skullfix" / "unet.csv"
+    with pytest.raises(VolumeError, match="file not found") as err:
+        evaluate_method(root / "implants" / "unet", root / "cases.tsv", out)
+    assert str(missing) in str(err.value)
+    assert not out.exists()  # no table with the case silently left out
+
+
+def test_case_without_ground_truth_is_an_error(test_set):
+    root, truths = test_set
+    _predict(root / "implants" / "unet", truths, empty=set())
+    cases = pd.read_csv(root / "cases.tsv", sep="\t", dtype=str, keep_default_na=False)
+    cases.loc[1, "implant"] = ""
+    cases.to_csv(root / "cases.tsv", sep="\t", index=False)
+    with pytest.raises(FileNotFoundError, match="no ground-truth implant for test case 001") as err:
+        evaluate_method(root / "implants" / "unet", root / "cases.tsv", root / "out.csv")
+    assert cases.loc[1, "defective"] in str(err.value)

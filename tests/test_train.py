@@ -1,0 +1,247 @@
+"""The trainer: resuming a killed run, determinism, atomic model files, config checks, the MAE task.
+
+Everything runs on the CPU with a two-level UNet at a 32^3 grid, on one intra-op thread (a
+loaded 2-core machine makes torch's thread pool very slow for such small tensors).
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import os
+import re
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from skullrecon.datasets import Layout
+from skullrecon.masking import MaskConfig
+from skullrecon.preprocess import preprocess_split
+from skullrecon.synthetic import generate_dataset
+from skullrecon.train import MaskedSkullDataset, TrainConfig, train_model
+
+REPO = Path(__file__).resolve().parents[1]
+SPEC = {"method": "unet", "arch": "unet", "grid": 32,
+        "network": {"channels": [4, 8], "strides": [2], "num_res_units": 0}}
+SETTINGS = dict(epochs=6, checkpoint_every=1, val_fraction=0.25, seed=0, bf16=False)
+
+
+@pytest.fixture(scope="module")
+def prepared(tmp_path_factory) -> Path:
+    """Four synthetic SkullFix training triplets preprocessed to 32^3 (cases/ and healthy/)."""
+    root = tmp_path_factory.mktemp("train_data")
+    generate_dataset(root / "raw", "skullfix", n_train=4, n_test=1, shape=(48, 48, 40), spacing=(3.5, 3.5, 4.5),
+                     seed=2)
+    preprocess_split(root / "raw", Layout("training_set", "test_set"), "train", root / "pre", grid=32,
+                     log=lambda *_: None)
+    return root / "pre"
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def _cases(prepared: Path) -> list[Path]:
+    return sorted((prepared / "cases").glob("*.npz"))
+
+
+def _train(prepared: Path, out: Path, logs: list[str] | None = None, **overrides):
+    cfg = TrainConfig(**{**SETTINGS, **overrides})
+    return train_model("implant", _cases(prepared), out / "model.pt", SPEC, cfg, out / "ckpt",
+                       out / "ckpt" / "history.csv", device="cpu", progress=False,
+                       log=(logs.append if logs is not None else lambda *_: None))
+
+
+def _epochs(history: Path) -> list[int]:
+    with open(history, newline="") as fh:
+        return [int(r["epoch"]) for r in csv.DictReader(fh)]
+
+
+def _weights(model: Path) -> dict[str, torch.Tensor]:
+    return torch.load(model, map_location="cpu", weights_only=True)["state_dict"]
+
+
+def _same(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> bool:
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+# The training job as its own process, slowed down before every checkpoint so that the test can
+# kill it between two epochs (after the epoch's log row, before its checkpoint).
+CHILD = textwrap.dedent("""
+    import sys, time
+    from pathlib import Path
+    import torch
+    torch.set_num_threads(1)
+    from skullrecon import train
+
+    pre, out = Path(sys.argv[1]), Path(sys.argv[2])
+    original = train._checkpoint
+    def slow_checkpoint(*args, **kwargs):
+        time.sleep(0.5)
+        original(*args, **kwargs)
+    train._checkpoint = slow_checkpoint
+    cfg = train.TrainConfig(**{settings!r})
+    train.train_model("implant", sorted((pre / "cases").glob("*.npz")), out / "model.pt", {spec!r}, cfg,
+                      out / "ckpt", out / "ckpt" / "history.csv", device="cpu", progress=False)
+""").format(settings=SETTINGS, spec=SPEC)
+
+
+def _checkpoint_epoch(path: Path) -> int:
+    try:
+        return int(torch.load(path, map_location="cpu", weights_only=True)["epoch"])
+    except FileNotFoundError:
+        return 0
+
+
+def test_killed_training_resumes_where_it_stopped(prepared, tmp_path):
+    out = tmp_path / "run"
+    script = tmp_path / "child.py"
+    script.write_text(CHILD)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO / "src"), os.environ.get("PYTHONPATH", "")])}
+    proc = subprocess.Popen([sys.executable, str(script), str(prepared), str(out)], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    last = out / "ckpt" / "last.pt"
+    deadline = time.monotonic() + 120
+    try:
+        while _checkpoint_epoch(last) < 2:
+            assert proc.poll() is None, f"training ended before it could be killed:\n{proc.stdout.read().decode()}"
+            assert time.monotonic() < deadline, "no checkpoint at epoch >= 2 within 120 s"
+            assert not (out / "model.pt").exists(), "model file written while training was in progress"
+            time.sleep(0.05)
+        assert not (out / "model.pt").exists(), "model file written while training was in progress"
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        proc.kill()
+        proc.wait()
+    assert proc.returncode == -signal.SIGKILL, "the training process was not killed (it finished first)"
+    killed_at = _checkpoint_epoch(last)
+    assert 2 <= killed_at < SETTINGS["epochs"]
+    assert not (out / "model.pt").exists()
+    assert not [p.name for p in out.iterdir() if p.name != "ckpt"], "a killed run left files beside the model"
+    assert _epochs(out / "ckpt" / "history.csv")[:killed_at] == list(range(1, killed_at + 1))
+
+    logs: list[str] = []
+    summary = _train(prepared, out, logs)
+    resumed = [m for line in logs if (m := re.search(r"resumed from checkpoint (.+) at epoch (\d+)", line))]
+    assert resumed, logs
+    assert Path(resumed[0].group(1)) == last
+    assert int(resumed[0].group(2)) == killed_at == summary["resumed_from"]
+    assert _epochs(out / "ckpt" / "history.csv") == list(range(1, SETTINGS["epochs"] + 1))
+    assert (out / "model.pt").is_file()
+    assert math.isfinite(summary["val_dsc"])
+
+    # an uninterrupted run gives the very same weights: the resumed run lost and repeated nothing
+    fresh = _train(prepared, tmp_path / "fresh")
+    assert _same(_weights(out / "model.pt"), _weights(tmp_path / "fresh" / "model.pt"))
+    assert fresh["val_dsc"] == summary["val_dsc"]
+
+    # a finished run whose model file was lost only rewrites the model, with its validation DSC
+    (out / "model.pt").unlink()
+    again = _train(prepared, out)
+    assert again["resumed_from"] == SETTINGS["epochs"] and again["val_dsc"] == summary["val_dsc"]
+    assert _same(_weights(out / "model.pt"), _weights(tmp_path / "fresh" / "model.pt"))
+    spec = torch.load(out / "model.pt", map_location="cpu", weights_only=True)["spec"]
+    assert spec["val_dsc"] == summary["val_dsc"]
+
+
+def test_incompatible_checkpoint_is_not_resumed(prepared, tmp_path):
+    out = tmp_path / "run"
+    _train(prepared, out, epochs=3)
+    assert _checkpoint_epoch(out / "ckpt" / "last.pt") == 3
+
+    logs: list[str] = []
+    summary = _train(prepared, out, logs, epochs=2, lr=5e-4)  # other settings
+    assert summary["resumed_from"] == 0
+    assert any("checkpoint was made with other settings" in line for line in logs), logs
+    assert not any("resumed from" in line for line in logs)
+    assert _epochs(out / "ckpt" / "history.csv") == [1, 2]
+
+    logs.clear()
+    summary = _train(prepared, out, logs, epochs=1, lr=5e-4)  # fewer epochs than the checkpoint has
+    assert summary["resumed_from"] == 0
+    assert any("beyond the 1 epochs" in line for line in logs), logs
+    assert _epochs(out / "ckpt" / "history.csv") == [1]
+
+    logs.clear()
+    summary = _train(prepared, out, logs, epochs=3, lr=5e-4)  # more epochs: continues
+    assert summary["resumed_from"] == 1
+    assert _epochs(out / "ckpt" / "history.csv") == [1, 2, 3]
+
+    (out / "ckpt" / "last.pt").write_bytes(b"not a checkpoint")  # damaged outside the trainer
+    logs.clear()
+    summary = _train(prepared, out, logs, epochs=2, lr=5e-4)
+    assert summary["resumed_from"] == 0
+    assert any("unreadable checkpoint" in line for line in logs), logs
+    assert _epochs(out / "ckpt" / "history.csv") == [1, 2]
+
+
+def test_same_seed_gives_identical_weights(prepared, tmp_path):
+    for name, seed in (("a", 0), ("b", 0), ("c", 1)):
+        _train(prepared, tmp_path / name, epochs=2, seed=seed)
+    a, b, c = (_weights(tmp_path / n / "model.pt") for n in "abc")
+    assert _same(a, b)
+    assert not _same(a, c)
+
+
+def test_model_file_is_written_atomically(tmp_path, monkeypatch):
+    """A failure while the model is being written leaves neither the model nor a partial file."""
+    from skullrecon.models import build_network, save_model
+
+    net = build_network("unet", SPEC["network"], 32)
+
+    def broken_save(obj, f, *args, **kwargs):
+        Path(f).write_bytes(b"partial")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(torch, "save", broken_save)
+    with pytest.raises(OSError, match="disk full"):
+        save_model(tmp_path / "model.pt", net, SPEC)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_train_config_rejects_unknown_keys():
+    assert TrainConfig.from_dict({"epochs": 3, "lr": 0.01}) == TrainConfig(epochs=3, lr=0.01)
+    with pytest.raises(ValueError, match=r"unknown training setting\(s\) \['epoch', 'learning_rate'\]"):
+        TrainConfig.from_dict({"epoch": 3, "learning_rate": 0.01})
+
+
+def test_mae_trains_on_masked_healthy_skulls(prepared, tmp_path):
+    healthy = sorted((prepared / "healthy").glob("*.npz"))
+    assert len(healthy) == 4
+    mask_cfg = MaskConfig(n_patches=(1, 2), patch_size_mm=(20.0, 50.0))
+
+    # what it trains on: the masked skull is the whole skull minus some bone
+    ds = MaskedSkullDataset(healthy, mask_cfg, seed=0)
+    x, y = ds[0]
+    assert x.shape == y.shape == (1, 32, 32, 32)
+    assert bool((x <= y).all()) and 0 < float((y - x).sum()) < float(y.sum())
+
+    torch.set_num_threads(2)  # the masking sets one thread while it runs; the trainer must restore it
+    out = tmp_path / "mae"
+    summary = train_model("reconstruct", healthy, out / "model.pt", {**SPEC, "method": "mae_d"},
+                          TrainConfig(**{**SETTINGS, "epochs": 2}), out / "ckpt", out / "ckpt" / "history.csv",
+                          mask_cfg=mask_cfg, device="cpu", progress=False, log=lambda *_: None)
+    assert torch.get_num_threads() == 2
+    assert math.isfinite(summary["val_dsc"]) and 0 <= summary["val_dsc"] <= 1
+    with open(out / "ckpt" / "history.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    assert [int(r["epoch"]) for r in rows] == [1, 2]
+    assert all(math.isfinite(float(r["val_dsc"])) and math.isfinite(float(r["train_loss"])) for r in rows)
+    spec = torch.load(out / "model.pt", map_location="cpu", weights_only=True)["spec"]
+    assert spec["task"] == "reconstruct" and spec["masking"]["patch_size_mm"] == (20.0, 50.0)
+    assert len(spec["train_cases"]) == 3  # one of four held out for validation
+
+    with pytest.raises(ValueError, match="mask configuration"):
+        train_model("reconstruct", healthy, out / "x.pt", SPEC, TrainConfig(epochs=1), out / "c2", out / "c2.csv",
+                    device="cpu", progress=False)
