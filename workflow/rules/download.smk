@@ -7,7 +7,7 @@ rule download_dataset:
     log:
         f"{config['data_root']}/logs/download_{{dataset}}.log",
     params:
-        dest_root=config["data_root"],
+        dest_root=lambda wc, output: str(Path(output[0]).parent),
     conda:
         ENV
     script:

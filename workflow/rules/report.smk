@@ -16,14 +16,13 @@ rule resolved_config:
 
 rule table1:
     input:
-        all_metrics(),
+        metrics=all_metrics(),
+        paper="workflow/report/paper_table1.csv",
     output:
         csv=report(f"{RESULTS}/table1.csv", caption="../report/table1.rst", category="Table I"),
         md=f"{RESULTS}/table1.md",
     log:
         f"{RESULTS}/logs/table1.log",
-    params:
-        paper="workflow/report/paper_table1.csv",
     conda:
         ENV
     script:
@@ -54,7 +53,7 @@ rule figure3:
     params:
         datasets=DATASETS,
         methods=METHODS,
-        results=RESULTS,
+        results=lambda wc, output: str(Path(output[0]).parent),
     conda:
         ENV
     script:
