@@ -99,3 +99,22 @@ def test_real_skullfix_case_reads_with_oblique_geometry():
     assert vol.shape == (512, 512, 237)
     np.testing.assert_allclose(vol.spacing, [0.451172, 0.451172, 0.633], atol=1e-3)
     assert vol.meta["dtype"] == "int32"
+
+
+def test_real_oblique_skullfix_result_keeps_the_input_header(tmp_path):
+    """A result written like a real oblique SkullFix case overlays it: same header, same int32 storage."""
+    src = real_file("skullfix/training_set/defective_skull/000.nrrd")
+    vol = read_volume(src)
+    directions = np.asarray(vol.header["space directions"], float)
+    assert np.count_nonzero(directions - np.diag(np.diag(directions))) > 0, "case 000 should be oblique"
+    result = np.zeros(vol.shape, np.uint8)
+    result[100:200, 100:200, 50:100] = 1
+    out = write_volume(tmp_path / "implant.nrrd", result, like=vol)
+    header = nrrd.read_header(str(out))
+    reference = nrrd.read_header(str(src))
+    assert set(header) == set(reference)
+    for key in reference:
+        assert np.array_equal(np.asarray(header[key]), np.asarray(reference[key])), key
+    back = read_volume(out)
+    np.testing.assert_array_equal(back.array, result)
+    np.testing.assert_allclose(back.affine, vol.affine)
