@@ -108,7 +108,11 @@ def reconstruct_file(defective_path: str | Path, model_path: str | Path, out_dir
     timings: dict[str, float] = {}
     t = time.perf_counter()
     defective = read_volume(defective_path)
+    if not defective.array.any():
+        raise ValueError(f"{defective_path}: the defective skull is empty (no voxel is 1)")
     dev = pick_device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {device!r} asked for, but no CUDA GPU is available (use --device auto or cpu)")
     net, spec = load_model(model_path, dev)
     timings["load"] = time.perf_counter() - t
 
@@ -134,11 +138,13 @@ def reconstruct_file(defective_path: str | Path, model_path: str | Path, out_dir
     out_dir = Path(out_dir)
     suffix = ".nii.gz" if defective.format == "nifti" else ".nrrd"
     reconstruction = prediction | defective.array if spec["task"] == "reconstruct" else implant | defective.array
+    t = time.perf_counter()
     paths = {
         "implant": write_volume(out_dir / f"implant{suffix}", implant, like=defective),
         "reconstruction": write_volume(out_dir / f"reconstruction{suffix}", reconstruction, like=defective),
     }
-    if stl:
+    timings["write"] = time.perf_counter() - t
+    if stl and implant.any():  # an empty implant has no surface: no STL (the caller warns)
         from skullrecon.mesh import write_stl
 
         t = time.perf_counter()
