@@ -30,7 +30,9 @@ def _metrics(args: argparse.Namespace) -> int:
     from skullrecon.metrics import metrics_for_files
 
     result = metrics_for_files(args.pred, args.gt, args.defective, margin_mm=args.margin_mm)
-    print(json.dumps({k: result[k] for k in ("dsc", "bdsc", "hd95")}))
+    # strict JSON: an undefined HD95 (empty prediction) is null, not NaN
+    values = {k: (None if result[k] != result[k] else result[k]) for k in ("dsc", "bdsc", "hd95")}
+    print(json.dumps(values))
     return 0
 
 
