@@ -6,12 +6,14 @@ Random flips, a small affine (rotation and scaling) and a coarse elastic warp, a
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+
+from skullrecon.settings import from_mapping
 
 __all__ = ["AugmentConfig", "augment_skull"]
 
@@ -35,14 +37,7 @@ class AugmentConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> AugmentConfig:
-        known = {f.name for f in fields(cls)}
-        unknown = set(d) - known
-        if unknown:
-            raise ValueError(f"unknown augmentation setting(s) {sorted(unknown)}; known: {sorted(known)}")
-        d = dict(d)
-        if "flip_axes" in d:
-            d["flip_axes"] = tuple(d["flip_axes"])
-        return cls(**d)
+        return from_mapping(cls, d, "augmentation", tuples=("flip_axes",))
 
 
 def _rotation(angles: np.ndarray) -> np.ndarray:

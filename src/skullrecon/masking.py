@@ -38,7 +38,6 @@ with the same seed (and the same count/size settings) place the same patches -- 
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -105,18 +104,9 @@ class MaskConfig:
     @classmethod
     def from_dict(cls, d: dict) -> MaskConfig:
         """Build a config from a mapping (e.g. a YAML section); unknown keys raise ValueError."""
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ValueError(
-                f"unknown MaskConfig key(s): {', '.join(map(str, unknown))} "
-                f"(known: {', '.join(sorted(known))})"
-            )
-        kw = dict(d)
-        for key in ("n_patches", "patch_size_mm"):
-            if key in kw:
-                kw[key] = tuple(kw[key])
-        return cls(**kw)
+        from skullrecon.settings import from_mapping
+
+        return from_mapping(cls, d, "masking", tuples=("n_patches", "patch_size_mm"))
 
 
 @dataclass

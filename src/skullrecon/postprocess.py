@@ -9,10 +9,12 @@ honoured), computed with exact distance transforms (``edt``) inside a crop aroun
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import Any, Sequence
 
 import numpy as np
+
+from skullrecon.settings import from_mapping
 
 __all__ = ["PostprocessConfig", "dilate", "erode", "closing", "opening", "largest_component", "extract_implant"]
 
@@ -35,11 +37,7 @@ class PostprocessConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> PostprocessConfig:
-        known = {f.name for f in fields(cls)}
-        unknown = set(d) - known
-        if unknown:
-            raise ValueError(f"unknown post-processing setting(s) {sorted(unknown)}; known: {sorted(known)}")
-        return cls(**d)
+        return from_mapping(cls, d, "post-processing")
 
 
 def _crop(mask: np.ndarray, pad: Sequence[int]) -> tuple[slice, ...] | None:

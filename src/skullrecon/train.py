@@ -14,7 +14,7 @@ import csv
 import hashlib
 import json
 import time
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -26,6 +26,7 @@ from skullrecon.augment import AugmentConfig, augment_skull
 from skullrecon.masking import MaskConfig, apply_mask, make_mask
 from skullrecon.models import build_network, pick_device, save_model
 from skullrecon.preprocess import load_case
+from skullrecon.settings import from_mapping
 
 __all__ = ["TrainConfig", "MaskedSkullDataset", "PairDataset", "train_model", "dice_score"]
 
@@ -61,11 +62,7 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
-        known = {f.name for f in fields(cls)}
-        unknown = set(d) - known
-        if unknown:
-            raise ValueError(f"unknown training setting(s) {sorted(unknown)}; known: {sorted(known)}")
-        return cls(**d)
+        return from_mapping(cls, d, "training")
 
 
 class MaskedSkullDataset(Dataset):

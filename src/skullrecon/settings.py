@@ -1,0 +1,28 @@
+"""Building the settings dataclasses from config sections, refusing keys they do not know."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Mapping, TypeVar
+
+__all__ = ["from_mapping"]
+
+T = TypeVar("T")
+
+
+def from_mapping(cls: type[T], d: Mapping[str, Any], what: str, tuples: tuple[str, ...] = ()) -> T:
+    """``cls(**d)`` after checking every key is a field of ``cls``.
+
+    Args:
+        what: how the error names the settings (e.g. "training").
+        tuples: fields given as YAML lists that the dataclass keeps as tuples.
+
+    Raises:
+        ValueError: naming the unknown keys and the known ones.
+    """
+    known = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    unknown = sorted(set(d) - known)
+    if unknown:
+        raise ValueError(f"unknown {what} setting(s) {unknown}; known: {sorted(known)}")
+    kwargs = {k: tuple(v) if k in tuples else v for k, v in d.items()}
+    return cls(**kwargs)
