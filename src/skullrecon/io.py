@@ -175,6 +175,9 @@ class atomic_path:
     def __exit__(self, exc_type, exc, tb) -> None:
         assert self.tmp is not None
         if exc_type is None:
+            umask = os.umask(0)
+            os.umask(umask)
+            os.chmod(self.tmp, 0o666 & ~umask)  # mkstemp makes 0600; results are shared like any file
             os.replace(self.tmp, self.path)
         else:
             self.tmp.unlink(missing_ok=True)
