@@ -21,5 +21,6 @@ with to_file(snakemake.log[0]):
         postprocess=p.postprocess,
         masking=p.mae["masking"],
         augment=p.mae.get("augment"),
+        loss=p.mae.get("loss"),
         device=p.device,
     )
