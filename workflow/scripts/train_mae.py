@@ -4,6 +4,9 @@ sys.path.insert(0, f"{snakemake.scriptdir}/../../src")  # the library, also insi
 from skullrecon.runlog import to_file
 from skullrecon.train import train_run
 
+import torch
+
+torch.set_num_threads(snakemake.threads)  # what the rule was given, not every core of the node
 p = snakemake.params
 with to_file(snakemake.log[0]):
     train_run(
