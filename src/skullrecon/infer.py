@@ -111,9 +111,10 @@ def reconstruct_file(defective_path: str | Path, model_path: str | Path, out_dir
     if not defective.array.any():
         raise ValueError(f"{defective_path}: the defective skull is empty (no voxel is 1)")
     dev = pick_device(device)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {device!r} asked for, but no CUDA GPU is available (use --device auto or cpu)")
     net, spec = load_model(model_path, dev)
+    if "postprocess" not in spec:
+        raise ValueError(f"{model_path}: a bare trained network without post-processing settings; use the "
+                         "pipeline's models/<method>.pt (made by its bundle_model rule)")
     timings["load"] = time.perf_counter() - t
 
     t = time.perf_counter()

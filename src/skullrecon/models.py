@@ -1,13 +1,16 @@
 """The networks (MONAI, not rewritten) and self-contained model files.
 
-A model file holds the weights together with everything reconstruction needs (architecture and
-its arguments, grid, preprocessing and post-processing settings, the task), so a single file is
-enough to reconstruct a new skull. Files are read with ``weights_only=True``.
+A trained network file holds the weights with what training determined (architecture and its
+arguments, grid, preprocessing margin, task, training settings). The pipeline's deliverable model
+file (``models/<method>.pt``) adds the run's post-processing settings with :func:`bundle_model`, so
+that single file is enough to reconstruct a new skull, while changing post-processing never
+retrains a network. Files are read with ``weights_only=True``.
 """
 
 from __future__ import annotations
 
 import os
+import platform
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +19,7 @@ from torch import nn
 
 from skullrecon.io import atomic_path
 
-__all__ = ["ARCHITECTURES", "build_network", "save_model", "load_model"]
+__all__ = ["ARCHITECTURES", "build_network", "save_model", "load_model", "bundle_model", "pick_device"]
 
 # name -> MONAI class path; the config schema lists the same names.
 ARCHITECTURES = {
@@ -61,9 +64,7 @@ def save_model(path: str | os.PathLike, net: nn.Module, spec: dict[str, Any]) ->
     return Path(path)
 
 
-def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> tuple[nn.Module, dict[str, Any]]:
-    """Rebuild the network from a model file alone; returns ``(network in eval mode, spec)``."""
-    path = Path(path)
+def _read(path: Path) -> dict[str, Any]:
     if not path.is_file():
         raise FileNotFoundError(f"{path}: model file not found")
     try:
@@ -72,6 +73,28 @@ def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> t
         raise ValueError(f"{path}: not a readable skullrecon model file ({err})") from err
     if not isinstance(blob, dict) or blob.get("format") != "skullrecon-model/1":
         raise ValueError(f"{path}: not a skullrecon model file")
+    return blob
+
+
+def bundle_model(network_path: str | os.PathLike, postprocess: dict[str, Any], out_path: str | os.PathLike) -> Path:
+    """The deliverable model file: a trained network file plus the post-processing settings.
+
+    Kept apart from training so that post-processing settings never enter a training job.
+    """
+    from skullrecon.postprocess import PostprocessConfig
+
+    blob = _read(Path(network_path))
+    PostprocessConfig.from_dict(postprocess)  # unknown or bad keys fail here, not in a designer's hands
+    blob["spec"] = {**blob["spec"], "postprocess": dict(postprocess)}
+    with atomic_path(out_path) as tmp:
+        torch.save(blob, tmp)
+    return Path(out_path)
+
+
+def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> tuple[nn.Module, dict[str, Any]]:
+    """Rebuild the network from a model file alone; returns ``(network in eval mode, spec)``."""
+    path = Path(path)
+    blob = _read(path)
     spec = blob["spec"]
     net = build_network(spec["arch"], spec["network"], spec["grid"])
     net.load_state_dict(blob["state_dict"])
@@ -79,7 +102,25 @@ def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> t
 
 
 def pick_device(device: str = "auto") -> torch.device:
-    """'auto' -> the GPU when there is one, else the CPU."""
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
+    """'auto' -> the GPU when there is one, else the CPU; 'cuda' without a usable GPU is an error.
+
+    'auto' is an error too when the scheduler gave this job a GPU (``CUDA_VISIBLE_DEVICES`` names
+    one) that torch cannot use: a CPU-only torch build on a GPU node would otherwise train on the
+    CPU for a whole time limit. The check costs no more than importing torch, so a misplaced job
+    stops within seconds, naming its node.
+    """
+    if device not in ("auto", "cpu", "cuda") and not device.startswith("cuda:"):
+        raise ValueError(f"device must be auto, cpu or cuda, got {device!r}")
+    if device == "cpu":
+        return torch.device("cpu")
+    if torch.cuda.is_available():
+        return torch.device("cuda" if device == "auto" else device)
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES", "").strip()
+    allocated = visible not in ("", "-1", "none", "NoDevFiles")
+    if device == "auto" and not allocated:
+        return torch.device("cpu")
+    why = (f"the job was given GPU(s) CUDA_VISIBLE_DEVICES={visible}" if allocated
+           else f"device {device!r} was asked for")
+    raise ValueError(f"no usable CUDA GPU on node {platform.node()}: {why}, but torch {torch.__version__} "
+                     f"(CUDA build {torch.version.cuda}) finds none; fix the node or the torch install, "
+                     "or set device: cpu")
