@@ -296,8 +296,7 @@ def test_metrics_for_files_round_trip(tmp_path, suffix):
     defective = smooth_blobs(seed=13, shape=(40, 36, 32)) & ~gt
     spacing = (0.5, 0.7, 1.25)
     paths = [tmp_path / f"{name}{suffix}" for name in ("pred", "gt", "defective")]
-    # the prediction file carries another spacing: the ground truth's header is the one used
-    write_volume(paths[0], pred, spacing=(1.0, 1.0, 1.0))
+    write_volume(paths[0], pred, spacing=spacing)
     write_volume(paths[1], gt, spacing=spacing)
     write_volume(paths[2], defective, spacing=spacing)
     result = M.metrics_for_files(*paths)
@@ -305,7 +304,33 @@ def test_metrics_for_files_round_trip(tmp_path, suffix):
     assert set(result) == {"dsc", "bdsc", "hd95", "empty_prediction"}
     for key in ("dsc", "bdsc", "hd95"):
         assert result[key] == pytest.approx(expected[key], abs=1e-6)
-    assert result["hd95"] != pytest.approx(M.reference_hd95(pred, gt, (1.0, 1.0, 1.0)), abs=1e-6)
+
+
+@pytest.mark.parametrize("change", ["spacing", "origin", "direction"])
+def test_metrics_for_files_refuses_a_prediction_on_another_grid(tmp_path, change):
+    """Same shape, same voxels, another grid: scoring it voxel by voxel would give DSC 1.0."""
+    gt = np.zeros((20, 20, 20), np.uint8)
+    gt[5:12, 6:14, 4:9] = 1
+    defective = np.zeros_like(gt)
+    defective[:, :, 2:4] = 1
+    write_volume(tmp_path / "gt.nrrd", gt, spacing=(0.5, 0.5, 0.5))
+    write_volume(tmp_path / "defective.nrrd", defective, spacing=(0.5, 0.5, 0.5))
+    kwargs = {"spacing": (0.5, 0.5, 0.5)}
+    if change == "spacing":
+        kwargs["spacing"] = (2.0, 2.0, 2.0)
+    elif change == "origin":
+        kwargs["origin"] = (0.0, 0.0, 30.0)
+    write_volume(tmp_path / "pred.nrrd", gt, **kwargs)
+    if change == "direction":  # the same voxels, the x axis pointing the other way
+        import nrrd
+
+        data, header = nrrd.read(str(tmp_path / "pred.nrrd"))
+        header["space directions"] = np.diag([-0.5, 0.5, 0.5])
+        nrrd.write(str(tmp_path / "pred.nrrd"), data, header)
+    with pytest.raises(VolumeError, match=rf"grid mismatch: .*pred\.nrrd.*gt\.nrrd.*{change}"):
+        M.metrics_for_files(tmp_path / "pred.nrrd", tmp_path / "gt.nrrd", tmp_path / "defective.nrrd")
+    write_volume(tmp_path / "pred.nrrd", gt, spacing=(0.5, 0.5, 0.5))  # the same grid: scored
+    assert M.metrics_for_files(tmp_path / "pred.nrrd", tmp_path / "gt.nrrd", tmp_path / "defective.nrrd")["dsc"] == 1.0
 
 
 def test_metrics_for_files_shape_mismatch(tmp_path):

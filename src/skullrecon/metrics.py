@@ -356,10 +356,10 @@ def metrics_for_files(
         margin_mm: bDSC band half-width in mm.
 
     Raises:
-        VolumeError: a file cannot be read or is not binary, or the three shapes differ (the
-            message names the files).
+        VolumeError: a file cannot be read or is not binary, or the three are not on one grid
+            (shape, spacing, direction and origin; the message names the files).
     """
-    from skullrecon.io import VolumeError, read_volume
+    from skullrecon.io import VolumeError, read_volume, same_grid
 
     pred = read_volume(pred_path)
     gt = read_volume(gt_path)
@@ -369,6 +369,10 @@ def metrics_for_files(
             raise VolumeError(
                 f"shape mismatch: {Path(path)} has shape {other.shape} but {Path(gt_path)} has shape {gt.shape}"
             )
+        # same shape on another grid would be scored voxel by voxel as if aligned: refuse
+        differs = same_grid(other, gt)
+        if differs:
+            raise VolumeError(f"grid mismatch: {Path(path)} is not on the grid of {Path(gt_path)} ({differs})")
     return evaluate_case(pred.array, gt.array, defective.array, gt.spacing, margin_mm)
 
 
