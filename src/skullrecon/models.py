@@ -16,7 +16,11 @@ from torch import nn
 
 from skullrecon.io import atomic_path
 
-__all__ = ["ARCHITECTURES", "build_network", "save_model", "load_model"]
+__all__ = ["ARCHITECTURES", "MAX_GRID", "build_network", "save_model", "load_model", "validate_spec", "pick_device"]
+
+#: Largest cubic grid a model file may ask for (the paper uses 256); a grid of 100000 would try
+#: to allocate petabytes before failing.
+MAX_GRID = 512
 
 # name -> MONAI class path; the config schema lists the same names.
 ARCHITECTURES = {
@@ -72,14 +76,60 @@ def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> t
         raise ValueError(f"{path}: not a readable skullrecon model file ({err})") from err
     if not isinstance(blob, dict) or blob.get("format") != "skullrecon-model/1":
         raise ValueError(f"{path}: not a skullrecon model file")
-    spec = blob["spec"]
-    net = build_network(spec["arch"], spec["network"], spec["grid"])
-    net.load_state_dict(blob["state_dict"])
+    spec = blob.get("spec")
+    validate_spec(spec, path)
+    if not isinstance(blob.get("state_dict"), dict):
+        raise ValueError(f"{path}: model file has no weights ('state_dict')")
+    try:
+        net = build_network(spec["arch"], spec["network"], spec["grid"])
+        net.load_state_dict(blob["state_dict"])
+    except (TypeError, ValueError, RuntimeError, KeyError) as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ValueError(f"{path}: the weights do not fit the network its spec describes ({first})") from err
     return net.to(device).eval(), spec
+
+
+def validate_spec(spec: Any, path: str | os.PathLike = "model") -> None:
+    """Raise ValueError (naming ``path``) unless ``spec`` holds what reconstruction reads, with sane values."""
+    from skullrecon.postprocess import PostprocessConfig
+
+    if not isinstance(spec, dict):
+        raise ValueError(f"{path}: model file has no spec")
+    missing = [k for k in ("arch", "network", "grid", "margin", "task", "postprocess") if k not in spec]
+    if missing:
+        raise ValueError(f"{path}: model spec lacks {missing}")
+    if spec["arch"] not in ARCHITECTURES:
+        raise ValueError(f"{path}: model spec arch {spec['arch']!r} is not one of {sorted(ARCHITECTURES)}")
+    net = spec["network"]
+    if not isinstance(net, dict) or not all(isinstance(k, str) for k in net):
+        raise ValueError(f"{path}: model spec 'network' must be a mapping of constructor arguments, got {net!r}")
+    for key in ("in_channels", "out_channels"):
+        if net.get(key, 1) != 1:
+            raise ValueError(f"{path}: model spec network {key} is {net[key]!r}; skull models take and give 1 channel")
+    grid = spec["grid"]
+    if isinstance(grid, bool) or not isinstance(grid, int) or not 16 <= grid <= MAX_GRID:
+        raise ValueError(f"{path}: model spec grid must be a whole number from 16 to {MAX_GRID}, got {grid!r}")
+    margin = spec["margin"]
+    if isinstance(margin, bool) or not isinstance(margin, (int, float)) or not 0 <= margin < 1:
+        raise ValueError(f"{path}: model spec margin must be a fraction in [0, 1), got {margin!r}")
+    if spec["task"] not in ("reconstruct", "implant"):
+        raise ValueError(f"{path}: model spec task must be 'reconstruct' or 'implant', got {spec['task']!r}")
+    if not isinstance(spec["postprocess"], dict):
+        raise ValueError(f"{path}: model spec 'postprocess' must be a mapping, got {spec['postprocess']!r}")
+    try:
+        PostprocessConfig.from_dict(spec["postprocess"])
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"{path}: model spec {err}") from err
 
 
 def pick_device(device: str = "auto") -> torch.device:
     """'auto' -> the GPU when there is one, else the CPU."""
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError, ValueError):
+        raise ValueError(f"device {device!r} is not a device (use auto, cpu, cuda or cuda:N)") from None
+    if dev.type not in ("cpu", "cuda"):
+        raise ValueError(f"device {device!r} is not supported (use auto, cpu, cuda or cuda:N)")
+    return dev
