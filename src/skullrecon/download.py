@@ -678,6 +678,8 @@ def fetch_dataset(
         target = dataset_root / a["extract_to"]
         if _already_extracted(target, a):
             continue  # the archive itself may have been deleted to save space; not needed
+        if target.exists():
+            _check_replaceable(target)  # before a multi-GB download that could not be extracted there
         archive = root / "archives" / a["filename"]
         checksum = a["checksum"]
         algorithm = checksum["algorithm"] if checksum else "sha256"
