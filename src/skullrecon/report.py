@@ -52,6 +52,8 @@ def evaluate_method(implants_dir: str | Path, cases_tsv: str | Path, out_csv: st
     without ground truth is an error too, since it cannot be scored.
     """
     cases = pd.read_csv(cases_tsv, sep="\t", dtype=str, keep_default_na=False)
+    note = Path(cases_tsv).parent / "scored_on.txt"  # written by preprocess_split for the test split
+    scored = note.read_text().strip() if note.is_file() else ""
     rows = []
     for case in cases.itertuples():
         if not case.implant:
@@ -60,7 +62,7 @@ def evaluate_method(implants_dir: str | Path, cases_tsv: str | Path, out_csv: st
         gt = read_volume(case.implant)
         defective = read_volume(case.defective)
         result = evaluate_case(pred.array, gt.array, defective.array, gt.spacing, margin_mm)
-        rows.append({"case": case.name, "defect_type": case.defect_type, **result})
+        rows.append({"case": case.name, "defect_type": case.defect_type, **result, "scored_on": scored})
         print(f"{case.name}: {result}")
     table = pd.DataFrame(rows)
     Path(out_csv).parent.mkdir(parents=True, exist_ok=True)
@@ -89,6 +91,8 @@ def summarise(csv_paths: Sequence[str | Path]) -> pd.DataFrame:
     for (dataset, method), group in data.groupby(["dataset", "method"], sort=False):
         row: dict[str, Any] = {"dataset": dataset, "method": method, "cases": len(group),
                                "failed": int(group["empty_prediction"].astype(bool).sum())}
+        if "scored_on" in group:  # which cases: the test folder, or held-out training skulls
+            row["scored_on"] = "; ".join(dict.fromkeys(v for v in group["scored_on"] if isinstance(v, str) and v))
         for metric in METRICS:
             values = group[metric].astype(float)
             row[f"{metric}_mean"] = float(values.mean()) if values.notna().any() else float("nan")
@@ -109,6 +113,9 @@ def write_table1(csv_paths: Sequence[str | Path], out_csv: str | Path, out_md: s
              "Mean / median per method; `paper` columns are the published values (mean).", ""]
     for dataset, block in table.groupby("dataset", sort=False):
         lines += [f"## {DATASET_LABELS.get(dataset, dataset)}", ""]
+        notes = [n for n in dict.fromkeys(block.get("scored_on", ())) if isinstance(n, str) and n]
+        if notes:
+            lines += [f"Scored on {'; '.join(notes)}.", ""]
         header = ["Method", "Cases", "Failed"] + [f"{METRIC_LABELS[m]} mean / median" for m in METRICS]
         if paper is not None:
             header += [f"{METRIC_LABELS[m]} paper" for m in METRICS]
