@@ -119,7 +119,7 @@ def test_reordered_config_plans_nothing(workflow_run, tmp_path):
 
 
 @pytest.mark.slow
-def test_model_files_carry_training_and_postprocess_settings(workflow_run):
+def test_model_files_carry_training_and_postprocess_settings(workflow_run, tmp_path):
     """Networks hold what training determined; models/ adds post-processing for `skullrecon reconstruct`."""
     from skullrecon.infer import reconstruct_file
 
@@ -131,10 +131,10 @@ def test_model_files_carry_training_and_postprocess_settings(workflow_run):
     assert network["train"]["lr"] == config["mae"]["train"]["lr"] and network["grid"] == config["preprocess"]["grid"]
     cases = pd.read_csv(workflow_run / "preprocessed" / "skullfix" / "test" / "cases.tsv", sep="\t", dtype=str)
     with pytest.raises(ValueError, match="post-processing"):
-        reconstruct_file(cases.defective[0], workflow_run / "networks" / "mae_d.pt", workflow_run / "unused",
+        reconstruct_file(cases.defective[0], workflow_run / "networks" / "mae_d.pt", tmp_path / "unused",
                          device="cpu")
-    out = reconstruct_file(cases.defective[0], workflow_run / "models" / "mae_d.pt",
-                           workflow_run / "cli", device="cpu", stl=False)
+    out = reconstruct_file(cases.defective[0], workflow_run / "models" / "mae_d.pt", tmp_path / "cli",
+                           device="cpu", stl=False)
     cli = read_volume(out["paths"]["implant"]).array.astype(bool)
     pipeline = read_volume(workflow_run / "implants" / "skullfix" / "mae_d" / f"{cases.name[0]}.nrrd").array
     # the same implant; the pipeline stores grid probabilities as float16, so a few voxels may flip
