@@ -1,7 +1,6 @@
+import torch
 from skullrecon.runlog import to_file
 from skullrecon.train import train_run
-
-import torch
 
 torch.set_num_threads(snakemake.threads)  # what the rule was given, not every core of the node
 p = snakemake.params
