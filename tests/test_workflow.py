@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import os
 import re
 import shutil
@@ -20,6 +21,7 @@ CONFIG = REPO / "tests" / "workflow" / "run.yaml"
 RUN = yaml.safe_load(CONFIG.read_text())["run"]
 RESULTS = REPO / "results" / RUN
 METHODS = ["mae_d", "mae_nd", "unet", "unetr", "swinunetr", "attentionunet", "segresnet"]
+SCORED = ["skullbreak", "skullfix", "skullfix_generalisation"]  # the last: new defects on skullfix's test skulls
 
 
 def snakemake(*args: str, check: bool = True) -> subprocess.CompletedProcess:
@@ -43,8 +45,9 @@ def workflow_run():
 def test_table_and_figures_cover_every_method_and_dataset(workflow_run):
     md = (workflow_run / "table1.md").read_text()
     for label in ["MAE (D)", "MAE (ND)", "UNet", "UNETR", "SwinUNETR", "AttentionUnet", "SegResNet"]:
-        assert len(re.findall(rf"^\| {re.escape(label)} \|", md, flags=re.M)) == 2, label
-    assert "## SkullBreak" in md and "## SkullFix" in md
+        assert len(re.findall(rf"^\| {re.escape(label)} \|", md, flags=re.M)) == len(SCORED), label
+    assert "## SkullBreak" in md and "## SkullFix\n" in md
+    assert "## SkullFix, generalisation (new defects on its test skulls)" in md
     for png in ("figure4.png", "figure3.png", "masking_examples.png"):
         assert (workflow_run / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     resolved = yaml.safe_load((workflow_run / "config.yaml").read_text())
@@ -54,7 +57,8 @@ def test_table_and_figures_cover_every_method_and_dataset(workflow_run):
 @pytest.mark.slow
 def test_table1_is_computed_from_the_per_case_files(workflow_run):
     table = pd.read_csv(workflow_run / "table1.csv")
-    assert len(table) == 2 * len(METHODS)
+    assert len(table) == len(SCORED) * len(METHODS)
+    assert set(table["dataset"]) == set(SCORED)
     for row in table.itertuples():
         cases = pd.read_csv(workflow_run / "metrics" / row.dataset / f"{row.method}.csv")
         assert row.cases == len(cases)
@@ -80,9 +84,37 @@ def test_implants_are_on_the_original_grid(workflow_run):
 def test_forcerun_reruns_only_the_rule_and_its_dependants(workflow_run):
     out = snakemake("-n", "--forcerun", "metrics", "--quiet", "rules").stdout
     counts = dict(re.findall(r"^(\w+)\s+(\d+)$", out, flags=re.M))
-    assert counts.pop("metrics") == str(2 * len(METHODS))
+    assert counts.pop("metrics") == str(len(SCORED) * len(METHODS))
     assert set(counts) <= {"table1", "figure4", "all", "total"}, counts
     assert "train_mae" not in out and "infer" not in out
+
+
+@pytest.mark.slow
+def test_generalisation_set_is_new_defects_on_test_skulls_scored_with_the_source_models(workflow_run):
+    import json
+
+    from skullrecon.io import read_volume
+
+    root = workflow_run / "data" / "generalisation" / "skullfix"
+    made = json.loads((root / "generation.json").read_text())
+    source_tests = sorted(p.stem for p in (workflow_run / "data" / "skullfix" / "test_set" / "complete_skull").glob("*.nrrd"))
+    # per_skull 1: each test skull gets one of the configured locations, in turn
+    assert [(c["id"], c["location"]) for c in made["cases"]] == list(zip(source_tests, ["frontal", "bilateral"]))
+    assert all("/test_set/" in c["source"] for c in made["cases"])
+    for method in METHODS:
+        scored = pd.read_csv(workflow_run / "metrics" / "skullfix_generalisation" / f"{method}.csv", dtype={"case": str})
+        assert sorted(scored["case"]) == sorted(f"{c['location']}_{c['id']}" for c in made["cases"])
+    for case in made["cases"]:
+        truth = read_volume(root / "testing" / "implant" / case["location"] / f"{case['id']}.nrrd").array
+        assert truth.sum() == case["implant_voxels"]
+    # no model is trained on the new defects: the baselines are the source dataset's
+    assert not list((workflow_run / "models").glob("*generalisation*"))
+    summary = pd.read_csv(io.StringIO(snakemake("--detailed-summary").stdout), sep="\t", dtype=str)
+    inputs = dict(zip(summary["output_file"], summary["input-file(s)"]))
+    for method in METHODS:
+        model = f"{method}.pt" if method.startswith("mae_") else f"{method}_skullfix.pt"
+        assert inputs[f"results/{RUN}/predictions/skullfix_generalisation/{method}"].split(",")[0] == (
+            f"results/{RUN}/models/{model}")
 
 
 @pytest.mark.slow
@@ -103,11 +135,25 @@ def test_paper_dag_has_every_stage_method_and_dataset():
     assert proc.returncode == 0, proc.stderr
     counts = dict(re.findall(r"^(\w+)\s+(\d+)$", proc.stdout, flags=re.M))
     assert counts["download_dataset"] == "2"
-    assert counts["preprocess"] == "4"
+    assert counts["preprocess"] == "5"  # train and test of both, and the generalisation set's test cases
+    assert counts["generalisation_dataset"] == "1"
     assert counts["train_mae"] == "2"
     assert counts["train_baseline"] == "10"
     for rule in ("infer", "upsample", "extract_implants", "metrics"):
-        assert counts[rule] == "14", rule
+        assert counts[rule] == "21", rule  # 7 methods on SkullBreak, SkullFix and skullfix_generalisation
+
+
+def test_generalisation_of_an_unknown_dataset_is_a_clear_error(tmp_path):
+    bad = yaml.safe_load(CONFIG.read_text())
+    bad["generalisation"] = {"skullbreak": bad["generalisation"]["skullfix"]}
+    del bad["datasets"]["skullbreak"]
+    bad["mae"]["datasets"] = ["skullfix"]
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump(bad))
+    proc = subprocess.run([sys.executable, "-m", "snakemake", "-n", "--configfile", str(path)], cwd=REPO,
+                          capture_output=True, text=True)
+    assert proc.returncode != 0
+    assert "generalisation.skullbreak: no dataset 'skullbreak' under datasets" in proc.stderr + proc.stdout
 
 
 def test_invalid_config_is_a_clear_error(tmp_path):
