@@ -241,3 +241,16 @@ def test_paper_table_must_be_complete(tmp_path):
     bad.write_text("# citation\ndataset,method,dsc_mean,dsc_median\nskullfix,unet,0.8,0.8\n")
     with pytest.raises(ValueError, match=r"paper.csv: missing column\(s\) \['bdsc_mean'"):
         write_table1([path], tmp_path / "t.csv", tmp_path / "t.md", paper_csv=bad)
+
+
+def test_table1_says_which_cases_were_scored(test_set):
+    """A recorded hold-out (written by preprocess_split next to cases.tsv) is named in Table I."""
+    root, truths = test_set
+    (root / "scored_on.txt").write_text("held-out training skulls 080-099 (20 skulls) of 'training_set'\n")
+    _predict(root / "implants" / "unet", truths, empty=set())
+    out = root / "metrics" / "skullfix" / "unet.csv"
+    evaluate_method(root / "implants" / "unet", root / "cases.tsv", out)
+    table = write_table1([out], root / "table1.csv", root / "table1.md")
+    assert table["scored_on"].tolist() == ["held-out training skulls 080-099 (20 skulls) of 'training_set'"]
+    md = (root / "table1.md").read_text()
+    assert "## SkullFix\n\nScored on held-out training skulls 080-099 (20 skulls) of 'training_set'." in md

@@ -204,4 +204,8 @@ def preprocess_split(root, layout, split: str, out_dir, grid: int, margin: float
         grid_skull, geom = preprocess_volume(skull.array, skull.spacing, grid, margin)
         save_case(out_dir / "healthy" / f"{case_id}.npz", geom, complete=grid_skull)
     pd.DataFrame(rows).to_csv(out_dir / "cases.tsv", sep="\t", index=False)
+    if split == "test":  # which cases are scored (a test folder or held-out training skulls), for Table I
+        from skullrecon.datasets import scored_on
+
+        (out_dir / "scored_on.txt").write_text(scored_on(root, layout) + "\n")
     return {"cases": len(rows), "healthy": len(healthy)}

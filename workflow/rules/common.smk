@@ -7,9 +7,9 @@ from snakemake.utils import validate
 validate(config, schema="../schemas/config.schema.yaml")
 
 RESULTS = f"results/{config['run']}"
-DATASETS = list(config["datasets"])
+DATASETS = sorted(config["datasets"])  # a mapping: its YAML order must not matter
 # the generalisation experiment: <source>_generalisation holds new defects on the source's test skulls
-GENERALISATION = {f"{src}_generalisation": src for src in config.get("generalisation") or {}}
+GENERALISATION = {f"{src}_generalisation": src for src in sorted(config.get("generalisation") or {})}
 for _src in GENERALISATION.values():
     if _src not in config["datasets"]:
         raise ValueError(f"config generalisation.{_src}: no dataset {_src!r} under datasets to take test skulls from")
@@ -21,7 +21,8 @@ ENV = "../../envs/skullrecon.yaml"
 
 
 # Light or network-bound rules run on the submit host, not as cluster jobs (`--profile slurm`).
-localrules: all, download_dataset, synthesize_dataset, resolved_config, masking_examples, table1, figure3, figure4
+# Partition, account and GPU model of the others are cluster settings: slurm/config.yaml.
+localrules: all, download_dataset, synthesize_dataset, resolved_config, bundle_model, masking_examples, table1, figure3, figure4, training_curves
 
 
 wildcard_constraints:
@@ -31,6 +32,29 @@ wildcard_constraints:
     baseline="|".join(BASELINES) or "none",
     variant="d|nd",
     split="train|test",
+    network="|".join(MAE_METHODS + [f"{b}_{d}" for b in BASELINES for d in DATASETS]),
+
+
+def canonical(value):
+    """``value`` with every mapping's keys in sorted order, recursively.
+
+    Snakemake compares a rule's params with those of its last run by their printed form, so a
+    config section must print the same however its YAML was ordered: rewriting the config with
+    sorted keys then reruns nothing.
+    """
+    if isinstance(value, dict):
+        return {k: canonical(value[k]) for k in sorted(value, key=str)}
+    if isinstance(value, (list, tuple)):
+        return [canonical(v) for v in value]
+    return value
+
+
+def setting(*keys):
+    """The config section at ``keys`` in canonical form (for params)."""
+    value = config
+    for key in keys:
+        value = value[key]
+    return canonical(value)
 
 
 def root_of(dataset):
@@ -53,16 +77,24 @@ def layout_of(dataset):
     """A dataset's layout; a derived one as skullrecon.defects.derived_layout writes it (test cases only)."""
     if dataset in GENERALISATION:
         locations = config["generalisation"][GENERALISATION[dataset]]["locations"]
-        return {"train": "testing", "test": "testing", "types": list(locations)}
-    return config["datasets"][dataset]["layout"]
+        return canonical({"train": "testing", "test": "testing", "types": list(locations)})
+    return canonical(config["datasets"][dataset]["layout"])
 
 
-def model_file(wildcards):
+def network_name(wildcards):
+    """The trained network a method uses on a dataset: one MAE for all, one baseline per dataset."""
     if wildcards.method.startswith("mae_"):
-        return f"{RESULTS}/models/{wildcards.method}.pt"
+        return wildcards.method
     # a generalisation set is scored with the baselines trained on its source's own defects
-    source = GENERALISATION.get(wildcards.dataset, wildcards.dataset)
-    return f"{RESULTS}/models/{wildcards.method}_{source}.pt"
+    return f"{wildcards.method}_{GENERALISATION.get(wildcards.dataset, wildcards.dataset)}"
+
+
+def network_file(wildcards):
+    return f"{RESULTS}/networks/{network_name(wildcards)}.pt"
+
+
+def network_names():
+    return MAE_METHODS + [f"{b}_{d}" for b in BASELINES for d in DATASETS]
 
 
 def task_of(method):
@@ -72,13 +104,23 @@ def task_of(method):
 def final_outputs():
     return [
         f"{RESULTS}/config.yaml",
+        f"{RESULTS}/env.json",
         f"{RESULTS}/table1.md",
         f"{RESULTS}/table1.csv",
         f"{RESULTS}/figure4.png",
         f"{RESULTS}/figure3.png",
         f"{RESULTS}/masking_examples.png",
+        f"{RESULTS}/training_curves.png",
+        *expand(f"{RESULTS}/models/{{network}}.pt", network=network_names()),
     ]
 
 
 def all_metrics():
     return expand(f"{RESULTS}/metrics/{{dataset}}/{{method}}.csv", dataset=EVAL_DATASETS, method=METHODS)
+
+
+# Job sizes (what a job needs, not where it runs: partitions, account and GPU model are in the
+# slurm profile). Host memory of the GPU jobs grows with the grid and with each retry.
+def gpu_job_mem_mb(paper_mb):
+    scale = (config["preprocess"]["grid"] / 256) ** 3
+    return lambda wildcards, attempt: int(max(2000, paper_mb * scale) * attempt)

@@ -1,7 +1,7 @@
 # The generalisation experiment: new defects (other places, shapes and sizes) on the complete skulls of a
 # dataset's test split, written in the dataset layout as the dataset <source>_generalisation. Its test cases
 # go through preprocess -> infer -> ... -> metrics like any dataset: the MAE as trained, the baselines
-# trained on the source's own defects (model_file), so it shows what each method learned.
+# trained on the source's own defects (network_name), so it shows what each method learned.
 
 
 rule generalisation_dataset:
@@ -12,11 +12,11 @@ rule generalisation_dataset:
     log:
         f"{RESULTS}/logs/generalisation_{{source}}.log",
     params:
-        layout=lambda wc: config["datasets"][wc.source]["layout"],
-        spec=lambda wc: config["generalisation"][wc.source],
+        layout=lambda wc: canonical(config["datasets"][wc.source]["layout"]),
+        spec=lambda wc: canonical(config["generalisation"][wc.source]),
     resources:
-        slurm_partition=lookup(dpath="slurm/partition", within=config, default=""),
-        slurm_account=lookup(dpath="slurm/account", within=config, default=""),
+        mem_mb=8000,
+        runtime=120,  # one job per source dataset: ~100 cases at 512^3
     conda:
         ENV
     script:

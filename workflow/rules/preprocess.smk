@@ -12,9 +12,10 @@ rule preprocess:
         layout=lambda wc: layout_of(wc.dataset),
         grid=config["preprocess"]["grid"],
         margin=config["preprocess"]["margin"],
+    threads: 2
     resources:
-        slurm_partition=lookup(dpath="slurm/partition", within=config, default=""),
-        slurm_account=lookup(dpath="slurm/account", within=config, default=""),
+        mem_mb=8000,
+        runtime=240,  # one job per dataset and split: ~570 SkullBreak cases
     conda:
         ENV
     script:
