@@ -108,11 +108,79 @@ def _overlap(geom: Geometry) -> tuple[tuple[slice, ...], tuple[slice, ...]]:
     return tuple(src), tuple(dst)
 
 
+def _area_bins(n_in: int, n_out: int) -> tuple[np.ndarray, np.ndarray]:
+    """Start and stop input index of every output bin of ``F.interpolate(mode="area")``.
+
+    That mode is ``adaptive_avg_pool``: bin ``i`` averages ``[floor(i n_in / n_out),
+    ceil((i + 1) n_in / n_out))``; neighbouring bins may share a voxel.
+    """
+    i = np.arange(n_out, dtype=np.int64)
+    return (i * n_in) // n_out, -((-(i + 1) * n_in) // n_out)
+
+
 def to_grid(volume: np.ndarray, geom: Geometry) -> np.ndarray:
     """Crop ``volume`` to the box (zero padded outside) and area-average it to ``grid``^3.
 
-    Returns the fraction of each grid voxel covered by the volume (float32 in [0, 1]).
+    Returns the fraction of each grid voxel covered by the volume (float32 in [0, 1]), equal bit
+    for bit to :func:`reference_to_grid` (torch's ``mode="area"``): the bins are separable, so their
+    voxel counts are summed one axis at a time in integers and divided as torch divides
+    (``sum / kd / kh / kw`` in float32). Only the part of the box holding foreground is read.
     """
+    if tuple(volume.shape) != geom.shape:
+        raise ValueError(f"volume shape {volume.shape} differs from the planned {geom.shape}")
+    src, dst = _overlap(geom)
+    g = geom.grid
+    counts = np.zeros((g,) * 3, np.float32)
+    part = volume[src]
+    if not part.any():
+        return counts
+    # Sum only over bins that can see foreground: the rest stay 0 (padding is background too).
+    lo, hi = bounding_box(part)
+    ranges = []
+    for ax in range(3):
+        start, stop = _area_bins(geom.box_size[ax], g)
+        f0, f1 = dst[ax].start + lo[ax], dst[ax].start + hi[ax]  # foreground extent, box indices
+        hit = np.flatnonzero((stop > f0) & (start < f1))
+        ranges.append((int(hit[0]), int(hit[-1]) + 1, int(start[hit[0]]), int(stop[hit[-1]])))
+    # the box sub-range that those bins read, zero padded where it leaves the volume
+    sub = np.zeros(tuple(r[3] - r[2] for r in ranges), np.uint8)
+    take, put = [], []
+    for ax, r in enumerate(ranges):
+        a, b = max(r[2], dst[ax].start), min(r[3], dst[ax].stop)
+        take.append(slice(src[ax].start + a - dst[ax].start, src[ax].start + b - dst[ax].start))
+        put.append(slice(a - r[2], b - r[2]))
+    sub[tuple(put)] = volume[tuple(take)] != 0
+    widths = [np.subtract(*_area_bins(b, g)[::-1]) for b in geom.box_size]
+    dtype = np.int16 if np.prod([w.max() for w in widths]) < 2**15 else np.int32
+    summed = sub
+    for ax, r in enumerate(ranges):
+        # bins r[0]:r[1] of the full axis, read relative to the sub-range's start r[2]
+        start, stop = _area_bins(geom.box_size[ax], g)
+        summed = _sum_bins(summed, ax, start[r[0]:r[1]] - r[2], stop[r[0]:r[1]] - r[2], dtype)
+    kd, kh, kw = (w.astype(np.float32) for w in widths)
+    box = tuple(slice(r[0], r[1]) for r in ranges)
+    frac = summed.astype(np.float32)
+    frac /= kd[box[0], None, None]
+    frac /= kh[None, box[1], None]
+    frac /= kw[None, None, box[2]]
+    counts[box] = frac
+    return counts
+
+
+def _sum_bins(counts: np.ndarray, axis: int, start: np.ndarray, stop: np.ndarray, dtype) -> np.ndarray:
+    """Sums of ``counts`` over the bins ``[start, stop)`` of ``axis`` (integers, so exact)."""
+    width = stop - start
+    shape = [1, 1, 1]
+    shape[axis] = len(start)
+    out = np.take(counts, start, axis=axis).astype(dtype)
+    for k in range(1, int(width.max())):  # at most ceil(n_in / n_out) + 1 terms
+        last = np.minimum(start + k, counts.shape[axis] - 1)
+        out += np.take(counts, last, axis=axis) * (width > k).reshape(shape).astype(dtype)
+    return out
+
+
+def reference_to_grid(volume: np.ndarray, geom: Geometry) -> np.ndarray:
+    """:func:`to_grid` the straightforward way (the whole box through torch); kept for tests and benchmarks."""
     if tuple(volume.shape) != geom.shape:
         raise ValueError(f"volume shape {volume.shape} differs from the planned {geom.shape}")
     src, dst = _overlap(geom)
@@ -122,14 +190,82 @@ def to_grid(volume: np.ndarray, geom: Geometry) -> np.ndarray:
     return out[0, 0].numpy()
 
 
-def from_grid(values: np.ndarray, geom: Geometry, threshold: float | None = 0.5) -> np.ndarray:
+def _linear(x: np.ndarray, axis: int, n_out: int) -> np.ndarray:
+    """torch's trilinear interpolation (``align_corners=False``) of ``x`` resized along ``axis`` only.
+
+    Trilinear interpolation in torch is equal, bit for bit, to three such passes (W, then H, then
+    D): an axis that keeps its size gets the weights 1 and 0 exactly (tested). No transposes needed.
+    """
+    size = list(x.shape)
+    size[axis] = n_out
+    t = torch.from_numpy(np.ascontiguousarray(x))[None, None]
+    return F.interpolate(t, size=tuple(size), mode="trilinear", align_corners=False)[0, 0].numpy()
+
+
+def _linear_sources(n_in: int, n_out: int) -> tuple[np.ndarray, np.ndarray]:
+    """The two input indices each output of :func:`_linear` reads (widened by one for rounding)."""
+    src = np.maximum((np.arange(n_out) + 0.5) * (n_in / n_out) - 0.5, 0)
+    i0 = np.clip(np.floor(src).astype(np.int64) - 1, 0, n_in - 1)
+    return i0, np.minimum(i0 + 3, n_in)
+
+
+def from_grid(values: np.ndarray, geom: Geometry, threshold: float | None = 0.5,
+              region: tuple[slice, ...] | None = None) -> np.ndarray:
     """Put a grid array (probabilities or a mask) back onto the original voxel grid.
 
     Trilinear interpolation inverts :func:`to_grid`'s voxel mapping; voxels of the box outside
     the original volume are dropped and voxels outside the box are zero.
 
-    Returns uint8 0/1 when ``threshold`` is given, else float32.
+    Equal to :func:`reference_from_grid`, but only the original voxels that can reach
+    ``threshold`` are interpolated: those next to a grid voxel at or above it (interpolation
+    cannot exceed its inputs by more than rounding, allowed for), within ``region`` (original
+    indices) when given; the rest are 0.
+
+    Returns uint8 0/1 when ``threshold`` is given, else float32 (then ``region`` still applies).
     """
+    if values.shape != (geom.grid,) * 3:
+        raise ValueError(f"expected a {geom.grid}^3 grid, got {values.shape}")
+    src, dst = _overlap(geom)
+    out = np.zeros(geom.shape, np.uint8 if threshold is not None else np.float32)
+    if threshold is None:
+        active = values != 0  # interpolating zeros gives exactly 0
+    elif threshold > 0:
+        active = values >= threshold * (1 - 1e-5)
+    else:
+        active = np.ones(values.shape, bool)
+    if not active.any():
+        return out
+    glo, ghi = bounding_box(active)
+    region = region or tuple(slice(0, n) for n in geom.shape)
+    want, need = [], []  # per axis: box output range; grid input range
+    for ax in range(3):
+        i0, i1 = _linear_sources(geom.grid, geom.box_size[ax])
+        reg = region[ax].indices(geom.shape[ax])
+        b0 = max(dst[ax].start, reg[0] - geom.box_start[ax])
+        b1 = min(dst[ax].stop, reg[1] - geom.box_start[ax])
+        hit = np.flatnonzero((i1 > glo[ax]) & (i0 < ghi[ax]))
+        if b1 <= b0 or hit.size == 0:
+            return out
+        b0, b1 = max(b0, int(hit[0])), min(b1, int(hit[-1]) + 1)
+        if b1 <= b0:
+            return out
+        want.append((b0, b1))
+        need.append((int(i0[b0:b1].min()), int(i1[b0:b1].max())))
+    x = np.ascontiguousarray(values[tuple(slice(a, b) for a, b in need)], dtype=np.float32)
+    for ax in (2, 1, 0):  # torch's order: innermost axis first
+        full = np.zeros(x.shape[:ax] + (geom.grid,) + x.shape[ax + 1:], np.float32)
+        idx = [slice(None)] * 3
+        idx[ax] = slice(*need[ax])
+        full[tuple(idx)] = x  # the rest of the axis is never read by the outputs kept
+        idx[ax] = slice(*want[ax])
+        x = _linear(full, ax, geom.box_size[ax])[tuple(idx)]
+    place = tuple(slice(a + s, b + s) for (a, b), s in zip(want, geom.box_start))
+    out[place] = x >= threshold if threshold is not None else x
+    return out
+
+
+def reference_from_grid(values: np.ndarray, geom: Geometry, threshold: float | None = 0.5) -> np.ndarray:
+    """:func:`from_grid` the straightforward way (the whole box through torch); kept for tests and benchmarks."""
     if values.shape != (geom.grid,) * 3:
         raise ValueError(f"expected a {geom.grid}^3 grid, got {values.shape}")
     src, dst = _overlap(geom)
