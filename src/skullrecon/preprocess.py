@@ -18,7 +18,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-__all__ = ["Geometry", "plan_crop", "to_grid", "from_grid", "bounding_box"]
+__all__ = ["Geometry", "plan_crop", "to_grid", "from_grid", "bounding_box", "reference_to_grid",
+           "reference_from_grid", "reference_preprocess_split"]
 
 
 @dataclass(frozen=True)
@@ -310,14 +311,70 @@ def preprocess_split(root, layout, split: str, out_dir, grid: int, margin: float
     Writes ``cases/<name>.npz`` (defective skull and, where known, implant; cropped by the
     defective skull, as at test time), ``healthy/<id>.npz`` for the training split (complete
     skulls, cropped by themselves: the MAE's training data), and ``cases.tsv`` listing the
-    source files, so every grid can be traced and inverted.
+    source files, so every grid can be traced and inverted. Each file is read once: it is checked
+    (:func:`~skullrecon.datasets.validate_cases`) and preprocessed from the same read, into a
+    hidden folder beside ``out_dir`` that is moved into place only when the whole split is good
+    (a broken dataset writes nothing; every problem is reported together).
     """
+    import os
+    import shutil
+    from pathlib import Path
+
+    import pandas as pd
+
+    from skullrecon.datasets import list_cases, list_healthy, validate_cases
+
+    out_dir = Path(out_dir)
+    cases = list_cases(root, layout, split)
+    healthy = list_healthy(root, layout, split) if split == "train" else []
+    rows = []
+
+    def on_case(case, volumes) -> None:  # each file is read once: checked and preprocessed together
+        defective = volumes["defective"]
+        grid_def, geom = preprocess_volume(defective.array, defective.spacing, grid, margin)
+        arrays = {"defective": grid_def}
+        if "implant" in volumes:
+            arrays["implant"] = (to_grid(volumes["implant"].array, geom) >= 0.5).astype(np.uint8)
+        save_case(out_dir / "cases" / f"{case.name}.npz", geom, **arrays)
+        rows.append({"name": case.name, "case_id": case.case_id, "defect_type": case.defect_type or "",
+                     "defective": str(case.defective), "implant": str(case.implant or ""),
+                     "complete": str(case.complete or "")})
+        log(f"{case.name}: box {geom.box_size} -> {grid}^3 at {np.round(geom.grid_spacing, 3).tolist()} mm")
+
+    def on_healthy(case_id, skull) -> None:
+        grid_skull, geom = preprocess_volume(skull.array, skull.spacing, grid, margin)
+        save_case(out_dir / "healthy" / f"{case_id}.npz", geom, complete=grid_skull)
+
+    final, out_dir = out_dir, out_dir.with_name(f".{out_dir.name}.partial")
+    shutil.rmtree(out_dir, ignore_errors=True)  # left by a killed run
+    try:
+        validate_cases(cases, healthy, require_ground_truth=split == "train", on_healthy=on_healthy, on_case=on_case)
+        pd.DataFrame(rows).to_csv(out_dir / "cases.tsv", sep="\t", index=False)
+    except BaseException:
+        shutil.rmtree(out_dir, ignore_errors=True)  # a broken dataset writes nothing
+        raise
+    final.mkdir(parents=True, exist_ok=True)
+    for item in out_dir.iterdir():
+        if (final / item.name).is_dir():
+            shutil.rmtree(final / item.name)
+        os.replace(item, final / item.name)
+    out_dir.rmdir()
+    return {"cases": len(rows), "healthy": len(healthy)}
+
+
+def reference_preprocess_split(root, layout, split: str, out_dir, grid: int, margin: float = 0.1, log=print) -> dict:
+    """:func:`preprocess_split` as it was: validate every file, then read it again to preprocess
+    (with the whole-box :func:`reference_to_grid`); kept for benchmarks."""
     from pathlib import Path
 
     import pandas as pd
 
     from skullrecon.datasets import list_cases, list_healthy, validate_cases
     from skullrecon.io import read_volume
+
+    def grid_of(mask, spacing):
+        geom = plan_crop(mask, spacing, grid, margin)
+        return (reference_to_grid(mask, geom) >= 0.5).astype(np.uint8), geom
 
     out_dir = Path(out_dir)
     cases = list_cases(root, layout, split)
@@ -326,18 +383,17 @@ def preprocess_split(root, layout, split: str, out_dir, grid: int, margin: float
     rows = []
     for case in cases:
         defective = read_volume(case.defective)
-        grid_def, geom = preprocess_volume(defective.array, defective.spacing, grid, margin)
+        grid_def, geom = grid_of(defective.array, defective.spacing)
         arrays = {"defective": grid_def}
         if case.implant is not None:
-            arrays["implant"] = (to_grid(read_volume(case.implant).array, geom) >= 0.5).astype(np.uint8)
+            arrays["implant"] = (reference_to_grid(read_volume(case.implant).array, geom) >= 0.5).astype(np.uint8)
         save_case(out_dir / "cases" / f"{case.name}.npz", geom, **arrays)
         rows.append({"name": case.name, "case_id": case.case_id, "defect_type": case.defect_type or "",
                      "defective": str(case.defective), "implant": str(case.implant or ""),
                      "complete": str(case.complete or "")})
-        log(f"{case.name}: box {geom.box_size} -> {grid}^3 at {np.round(geom.grid_spacing, 3).tolist()} mm")
     for case_id, path in healthy:
         skull = read_volume(path)
-        grid_skull, geom = preprocess_volume(skull.array, skull.spacing, grid, margin)
+        grid_skull, geom = grid_of(skull.array, skull.spacing)
         save_case(out_dir / "healthy" / f"{case_id}.npz", geom, complete=grid_skull)
     pd.DataFrame(rows).to_csv(out_dir / "cases.tsv", sep="\t", index=False)
     return {"cases": len(rows), "healthy": len(healthy)}
