@@ -324,7 +324,8 @@ def preprocess_split(root, layout, split: str, out_dir, grid: int, margin: float
 
     from skullrecon.datasets import list_cases, list_healthy, validate_cases
 
-    out_dir = Path(out_dir)
+    final = Path(out_dir)
+    stage = final.with_name(f".{final.name}.partial")
     cases = list_cases(root, layout, split)
     healthy = list_healthy(root, layout, split) if split == "train" else []
     rows = []
@@ -335,7 +336,7 @@ def preprocess_split(root, layout, split: str, out_dir, grid: int, margin: float
         arrays = {"defective": grid_def}
         if "implant" in volumes:
             arrays["implant"] = (to_grid(volumes["implant"].array, geom) >= 0.5).astype(np.uint8)
-        save_case(out_dir / "cases" / f"{case.name}.npz", geom, **arrays)
+        save_case(stage / "cases" / f"{case.name}.npz", geom, **arrays)
         rows.append({"name": case.name, "case_id": case.case_id, "defect_type": case.defect_type or "",
                      "defective": str(case.defective), "implant": str(case.implant or ""),
                      "complete": str(case.complete or "")})
@@ -343,22 +344,21 @@ def preprocess_split(root, layout, split: str, out_dir, grid: int, margin: float
 
     def on_healthy(case_id, skull) -> None:
         grid_skull, geom = preprocess_volume(skull.array, skull.spacing, grid, margin)
-        save_case(out_dir / "healthy" / f"{case_id}.npz", geom, complete=grid_skull)
+        save_case(stage / "healthy" / f"{case_id}.npz", geom, complete=grid_skull)
 
-    final, out_dir = out_dir, out_dir.with_name(f".{out_dir.name}.partial")
-    shutil.rmtree(out_dir, ignore_errors=True)  # left by a killed run
+    shutil.rmtree(stage, ignore_errors=True)  # left by a killed run
     try:
         validate_cases(cases, healthy, require_ground_truth=split == "train", on_healthy=on_healthy, on_case=on_case)
-        pd.DataFrame(rows).to_csv(out_dir / "cases.tsv", sep="\t", index=False)
+        pd.DataFrame(rows).to_csv(stage / "cases.tsv", sep="\t", index=False)
     except BaseException:
-        shutil.rmtree(out_dir, ignore_errors=True)  # a broken dataset writes nothing
+        shutil.rmtree(stage, ignore_errors=True)  # a broken dataset writes nothing
         raise
     final.mkdir(parents=True, exist_ok=True)
-    for item in out_dir.iterdir():
+    for item in stage.iterdir():
         if (final / item.name).is_dir():
             shutil.rmtree(final / item.name)
         os.replace(item, final / item.name)
-    out_dir.rmdir()
+    stage.rmdir()
     return {"cases": len(rows), "healthy": len(healthy)}
 
 
