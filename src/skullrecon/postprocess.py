@@ -155,7 +155,7 @@ def extract_implant(
                                     _within(inner, outer), r_open, r_close)
         part = largest_component(opened)
         if part.any() and not _touches_side(part, inner, shape):
-            out = np.zeros(shape, np.uint8)
+            out = np.zeros_like(prediction, dtype=np.uint8)  # the input's memory order, as the reference
             out[inner] = part
             return out
         margin = [2 * m + 1 for m in margin]

@@ -211,7 +211,7 @@ def _linear_sources(n_in: int, n_out: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def from_grid(values: np.ndarray, geom: Geometry, threshold: float | None = 0.5,
-              region: tuple[slice, ...] | None = None) -> np.ndarray:
+              region: tuple[slice, ...] | None = None, order: str = "C") -> np.ndarray:
     """Put a grid array (probabilities or a mask) back onto the original voxel grid.
 
     Trilinear interpolation inverts :func:`to_grid`'s voxel mapping; voxels of the box outside
@@ -222,12 +222,14 @@ def from_grid(values: np.ndarray, geom: Geometry, threshold: float | None = 0.5,
     cannot exceed its inputs by more than rounding, allowed for), within ``region`` (original
     indices) when given; the rest are 0.
 
-    Returns uint8 0/1 when ``threshold`` is given, else float32 (then ``region`` still applies).
+    Returns uint8 0/1 when ``threshold`` is given, else float32 (then ``region`` still applies),
+    in memory ``order`` "C" or "F" (NIfTI/NRRD volumes are Fortran-ordered; mixing orders in
+    element-wise steps at 512^3 is slow).
     """
     if values.shape != (geom.grid,) * 3:
         raise ValueError(f"expected a {geom.grid}^3 grid, got {values.shape}")
     src, dst = _overlap(geom)
-    out = np.zeros(geom.shape, np.uint8 if threshold is not None else np.float32)
+    out = np.zeros(geom.shape, np.uint8 if threshold is not None else np.float32, order=order)
     if threshold is None:
         active = values != 0  # interpolating zeros gives exactly 0
     elif threshold > 0:
