@@ -194,13 +194,20 @@ def reference_to_grid(volume: np.ndarray, geom: Geometry) -> np.ndarray:
 def _linear(x: np.ndarray, axis: int, n_out: int) -> np.ndarray:
     """torch's trilinear interpolation (``align_corners=False``) of ``x`` resized along ``axis`` only.
 
-    Trilinear interpolation in torch is equal, bit for bit, to three such passes (W, then H, then
-    D): an axis that keeps its size gets the weights 1 and 0 exactly (tested). No transposes needed.
+    Trilinear interpolation in torch equals, bit for bit, three 1-D passes (W, then H, then D;
+    tested): the last axis and the first (moved last; the result is a view with it fastest in
+    memory, as a Fortran-ordered volume wants) go through 1-D ``linear``, the middle one through
+    ``trilinear`` with the other axes kept (their weights are exactly 1 and 0).
     """
-    size = list(x.shape)
-    size[axis] = n_out
-    t = torch.from_numpy(np.ascontiguousarray(x))[None, None]
-    return F.interpolate(t, size=tuple(size), mode="trilinear", align_corners=False)[0, 0].numpy()
+    if axis == 1:
+        size = list(x.shape)
+        size[axis] = n_out
+        t = torch.from_numpy(np.ascontiguousarray(x))[None, None]
+        return F.interpolate(t, size=tuple(size), mode="trilinear", align_corners=False)[0, 0].numpy()
+    moved = np.ascontiguousarray(np.moveaxis(x, axis, -1))
+    t = torch.from_numpy(moved).reshape(1, -1, moved.shape[-1])
+    out = F.interpolate(t, size=n_out, mode="linear", align_corners=False).reshape(moved.shape[:-1] + (n_out,))
+    return np.moveaxis(out.numpy(), -1, axis)
 
 
 def _linear_sources(n_in: int, n_out: int) -> tuple[np.ndarray, np.ndarray]:
