@@ -52,6 +52,7 @@ def test_grid_round_trip_equals_the_whole_box_reference_on_random_volumes():
             continue
         geom = plan_crop(vol, rng.uniform(0.3, 3, 3), grid, float(rng.uniform(0, 0.5)))  # box < or > grid
         np.testing.assert_array_equal(to_grid(vol, geom), reference_to_grid(vol, geom))
+        np.testing.assert_array_equal(to_grid(np.asfortranarray(vol), geom), reference_to_grid(vol, geom))
         prob = (rng.random((grid,) * 3) * (rng.random((grid,) * 3) < 0.3)).astype(np.float32)
         if trial % 3 == 0:
             prob = (prob > 0.1).astype(np.float32) * 0.5  # values exactly at the threshold

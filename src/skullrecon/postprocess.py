@@ -141,10 +141,11 @@ def extract_implant(
     box = locate_implant(prediction, defective)
     if box is None:
         return reference_extract_implant(prediction, defective, spacing, task, cfg)
-    r_open = _pad_voxels(cfg.opening_mm, spacing) if cfg.opening_mm > 0 else [0, 0, 0]
-    r_close = _pad_voxels(cfg.closing_mm, spacing) if task == "reconstruct" and cfg.closing_mm > 0 else [0, 0, 0]
+    # a ball of radius r reaches floor(r / spacing) voxels along an axis; one more for rounding
+    r_open = _reach(cfg.opening_mm, spacing)
+    r_close = _reach(cfg.closing_mm if task == "reconstruct" else 0.0, spacing)
     halo = [2 * (o + c) for o, c in zip(r_open, r_close)]
-    margin = _pad_voxels(3.0, spacing)
+    margin = _reach(2.0, spacing)
     shape = prediction.shape
     while True:
         inner = _grow(box, margin, shape)
@@ -159,6 +160,10 @@ def extract_implant(
             out[inner] = part
             return out
         margin = [2 * m + 1 for m in margin]
+
+
+def _reach(radius_mm: float, spacing: Sequence[float]) -> list[int]:
+    return [int(radius_mm // s) + 1 if radius_mm > 0 else 0 for s in spacing]
 
 
 def _grow(box: tuple[slice, ...], by: Sequence[int], shape: Sequence[int]) -> tuple[slice, ...]:

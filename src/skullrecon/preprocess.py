@@ -129,6 +129,11 @@ def to_grid(volume: np.ndarray, geom: Geometry) -> np.ndarray:
     """
     if tuple(volume.shape) != geom.shape:
         raise ValueError(f"volume shape {volume.shape} differs from the planned {geom.shape}")
+    if volume.flags.f_contiguous and not volume.flags.c_contiguous:
+        # NIfTI/NRRD arrays are Fortran-ordered: work on the transposed (C-ordered) view, whose
+        # separable sums are the same, rather than copy the volume across memory orders
+        flipped = Geometry(geom.shape[::-1], geom.spacing[::-1], geom.box_start[::-1], geom.box_size[::-1], geom.grid)
+        return np.ascontiguousarray(to_grid(volume.T, flipped).T)
     src, dst = _overlap(geom)
     g = geom.grid
     counts = np.zeros((g,) * 3, np.float32)
