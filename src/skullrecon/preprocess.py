@@ -129,17 +129,36 @@ def to_grid(volume: np.ndarray, geom: Geometry) -> np.ndarray:
     """
     if tuple(volume.shape) != geom.shape:
         raise ValueError(f"volume shape {volume.shape} differs from the planned {geom.shape}")
+    out = np.zeros((geom.grid,) * 3, np.float32)
     if volume.flags.f_contiguous and not volume.flags.c_contiguous:
-        # NIfTI/NRRD arrays are Fortran-ordered: work on the transposed (C-ordered) view, whose
+        # NIfTI/NRRD arrays are Fortran-ordered: sum on the transposed (C-ordered) view, whose
         # separable sums are the same, rather than copy the volume across memory orders
         flipped = Geometry(geom.shape[::-1], geom.spacing[::-1], geom.box_start[::-1], geom.box_size[::-1], geom.grid)
-        return np.ascontiguousarray(to_grid(volume.T, flipped).T)
+        found = _bin_counts(volume.T, flipped)
+        if found is None:
+            return out
+        summed, box = found[0].T, found[1][::-1]
+    else:
+        found = _bin_counts(volume, geom)
+        if found is None:
+            return out
+        summed, box = found
+    kd, kh, kw = (np.subtract(*_area_bins(b, geom.grid)[::-1]).astype(np.float32) for b in geom.box_size)
+    frac = summed.astype(np.float32)
+    frac /= kd[box[0], None, None]
+    frac /= kh[None, box[1], None]
+    frac /= kw[None, None, box[2]]
+    out[box] = frac
+    return out
+
+
+def _bin_counts(volume: np.ndarray, geom: Geometry) -> tuple[np.ndarray, tuple[slice, ...]] | None:
+    """Foreground voxels per area bin, for the grid box that can hold foreground (None: none)."""
     src, dst = _overlap(geom)
     g = geom.grid
-    counts = np.zeros((g,) * 3, np.float32)
     part = volume[src]
     if not part.any():
-        return counts
+        return None
     # Sum only over bins that can see foreground: the rest stay 0 (padding is background too).
     lo, hi = bounding_box(part)
     ranges = []
@@ -163,14 +182,7 @@ def to_grid(volume: np.ndarray, geom: Geometry) -> np.ndarray:
         # bins r[0]:r[1] of the full axis, read relative to the sub-range's start r[2]
         start, stop = _area_bins(geom.box_size[ax], g)
         summed = _sum_bins(summed, ax, start[r[0]:r[1]] - r[2], stop[r[0]:r[1]] - r[2], dtype)
-    kd, kh, kw = (w.astype(np.float32) for w in widths)
-    box = tuple(slice(r[0], r[1]) for r in ranges)
-    frac = summed.astype(np.float32)
-    frac /= kd[box[0], None, None]
-    frac /= kh[None, box[1], None]
-    frac /= kw[None, None, box[2]]
-    counts[box] = frac
-    return counts
+    return summed, tuple(slice(r[0], r[1]) for r in ranges)
 
 
 def _sum_bins(counts: np.ndarray, axis: int, start: np.ndarray, stop: np.ndarray, dtype) -> np.ndarray:
