@@ -145,7 +145,7 @@ def extract_implant(
     r_open = _reach(cfg.opening_mm, spacing)
     r_close = _reach(cfg.closing_mm if task == "reconstruct" else 0.0, spacing)
     halo = [2 * (o + c) for o, c in zip(r_open, r_close)]
-    margin = _reach(2.0, spacing)
+    margin = _reach(4.0, spacing)  # the eroded coarse core lies a few voxels inside the implant's edge
     shape = prediction.shape
     while True:
         inner = _grow(box, margin, shape)
