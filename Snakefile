@@ -1,16 +1,28 @@
 # skullrecon: cranial defect reconstruction with self-supervised deformable masked autoencoders.
 # The paper run: `snakemake --cores N` (config.yaml); the offline demo: `snakemake --profile demo`;
 # a SLURM cluster: `snakemake --profile slurm`. Rules live in workflow/rules/, one file per stage.
+import os
+
 from snakemake.utils import min_version
 
 min_version("9.0")
 
 
-# config.yaml is the paper's run; a --configfile (e.g. the demo's) replaces it whole instead of being
-# merged into it, so no paper setting leaks into another run.
-if not workflow.overwrite_configfiles:
+# Which config: `config` starts out holding what the command line gave (--configfile, then --config).
+# A config file that defines `datasets` describes a whole run (demo/run.yaml, realdata/*.yaml, a copy
+# of config.yaml) and is used as it is, so no paper setting leaks into another run. Otherwise the
+# workflow's config.yaml (the paper's run) is loaded and the command line's values are merged onto
+# it, Snakemake's documented --configfile/--config semantics (e.g. `--config device=cpu`, or a
+# --configfile holding only `postprocess:`). Cluster jobs get the same arguments, so they decide
+# the same; Snakemake 9's --replace-workflow-config is not forwarded to cluster jobs.
+if "datasets" not in config:
 
-    configfile: "config.yaml"
+    configfile: workflow.source_path("config.yaml")
+
+
+# envs/skullrecon.post-deploy.sh installs this workflow's library into the rules' conda env
+# (--sdm conda); this tells it where the workflow is, wherever Snakemake runs from.
+os.environ.setdefault("SKULLRECON_WORKFLOW_DIR", workflow.basedir)
 
 
 report: "workflow/report/workflow.rst"

@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
 # A one-node SLURM cluster with one fake A100 for tests/test_slurm.py (`snakemake --profile slurm`).
+# Two partitions on the same node, `main` (default) and `gpu`, so the test can send CPU and GPU
+# jobs to different partitions as on a real cluster.
 #
 # Debian 12 as root, no systemd needed: installs slurmctld, slurmd, slurm-client and munge with
 # apt-get, writes /etc/slurm/{slurm.conf,gres.conf}, starts munged, slurmctld and slurmd by hand
@@ -13,7 +15,8 @@ log() { echo "slurm-up: $*" >&2; }
 
 node_ready() {
     command -v sinfo >/dev/null 2>&1 || return 1
-    sinfo -h -o %T 2>/dev/null | grep -Eqx 'idle|mixed|allocated|completing'
+    sinfo -h -o %T 2>/dev/null | grep -Eqx 'idle|mixed|allocated|completing' || return 1
+    sinfo -h -p gpu -o %P 2>/dev/null | grep -q gpu
 }
 
 if node_ready; then
@@ -82,6 +85,7 @@ JobCompType=jobcomp/none
 ReturnToService=2
 NodeName=$H CPUs=$CPUS RealMemory=$MEM_MB Gres=gpu:a100:1 State=UNKNOWN
 PartitionName=main Nodes=ALL Default=YES MaxTime=INFINITE State=UP
+PartitionName=gpu Nodes=ALL Default=NO MaxTime=INFINITE State=UP
 EOF
 cat >/etc/slurm/gres.conf <<EOF
 # Written by .ci/slurm-up.sh: a stand-in device, the GPU only counts for scheduling.
@@ -102,6 +106,9 @@ munge -n | unmunge >/dev/null
 if ! alive /run/slurmctld.pid; then
     log "starting slurmctld"
     /usr/sbin/slurmctld
+else
+    log "slurmctld is running: rereading slurm.conf"
+    scontrol reconfigure
 fi
 if ! alive /run/slurmd.pid; then
     log "starting slurmd"

@@ -169,7 +169,8 @@ def run_both(source: Path, model: Path, out: Path, repeats: int) -> tuple[dict, 
 def _same_outputs(out: Path) -> bool:
     from skullrecon.io import read_volume
 
-    names = [p.name for p in (out / "new").iterdir() if not p.name.endswith(".stl")]
+    names = [p.name for p in (out / "new").iterdir() if p.name.startswith(("implant.", "reconstruction."))
+             and not p.name.endswith(".stl")]
     return bool(names) and all(
         np.array_equal(read_volume(out / "old" / n).array, read_volume(out / "new" / n).array) for n in names)
 

@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 
 from skullrecon.io import write_volume
 from skullrecon.metrics import evaluate_case
@@ -49,3 +50,49 @@ def test_metrics_command_names_a_missing_file(tmp_path):
                 "--defective", str(tmp_path / "d.nrrd"))
     assert proc.returncode == 2
     assert "nope.nrrd" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def _one_error_line(proc, command: str) -> str:
+    assert proc.returncode == 2, (proc.stdout, proc.stderr)
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"skullrecon {command}: error:"), proc.stderr
+    return lines[0]
+
+
+@pytest.mark.parametrize("extra, needle", [
+    (["--spacing", "0", "1", "1"], "spacing"),
+    (["--spacing", "nan", "1", "1"], "spacing"),
+    (["--n-train", "-2"], "n_train"),
+    (["--shape", "64", "64"], "--shape"),
+])
+def test_synthetic_bad_numbers_are_one_line(tmp_path, extra, needle):
+    proc = _run("synthetic", str(tmp_path / "d"), "--n-train", "1", "--n-test", "0", *extra)
+    assert needle in _one_error_line(proc, "synthetic")
+    assert not (tmp_path / "d").exists()
+
+
+def test_synthetic_refuses_a_folder_with_a_dataset_in_it(tmp_path):
+    real = tmp_path / "d" / "training" / "complete_skull" / "000.nrrd"
+    real.parent.mkdir(parents=True)
+    real.write_bytes(b"real")
+    proc = _run("synthetic", str(tmp_path / "d"), "--n-train", "1", "--n-test", "0")
+    assert str(real) in _one_error_line(proc, "synthetic")
+    assert real.read_bytes() == b"real"
+
+
+def test_download_into_a_folder_named_like_the_archive_is_one_line(tmp_path):
+    (tmp_path / "archives" / "skullfix_training_set.zip").mkdir(parents=True)
+    proc = _run("download", "skullfix", "--dest", str(tmp_path), "--quiet")
+    assert "skullfix_training_set.zip: the download destination is a folder" in _one_error_line(proc, "download")
+
+
+def test_metrics_on_another_grid_is_one_line(tmp_path):
+    a = np.zeros((12, 12, 12), np.uint8)
+    a[3:8, 3:8, 3:8] = 1
+    write_volume(tmp_path / "g.nrrd", a, spacing=(0.5, 0.5, 0.5))
+    write_volume(tmp_path / "d.nrrd", a, spacing=(0.5, 0.5, 0.5))
+    write_volume(tmp_path / "p.nrrd", a, spacing=(2.0, 2.0, 2.0))
+    proc = _run("metrics", "--pred", str(tmp_path / "p.nrrd"), "--gt", str(tmp_path / "g.nrrd"),
+                "--defective", str(tmp_path / "d.nrrd"))
+    line = _one_error_line(proc, "metrics")
+    assert "p.nrrd" in line and "spacing" in line and proc.stdout == ""

@@ -223,3 +223,67 @@ def test_preprocess_writes_every_case_of_a_valid_dataset(skullfix, tmp_path):
     assert sorted(p.name for p in (out / "cases").glob("*.npz")) == [f"{i:03d}.npz" for i in range(7)]
     assert sorted(p.name for p in (out / "healthy").glob("*.npz")) == [f"{i:03d}.npz" for i in range(7)]
     assert (out / "cases.tsv").read_text().count("\n") == 8
+
+
+def _move_complete_under_types(root: Path, split: str, types) -> None:
+    import shutil
+
+    folder = root / split / "complete_skull"
+    for f in sorted(folder.glob("*.nrrd")):
+        for t in types:
+            (folder / t).mkdir(exist_ok=True)
+            shutil.copy(f, folder / t / f.name)
+        f.unlink()
+
+
+def test_complete_skulls_under_per_type_folders(skullbreak, tmp_path):
+    """complete_skull/<type>/NNN.nrrd, as the paper's authors' code reads them."""
+    import shutil
+
+    root = tmp_path / "pertype"
+    shutil.copytree(skullbreak, root)
+    _move_complete_under_types(root, "training", TYPES)
+    train = list_cases(root, SKULLBREAK, "train")
+    assert len(train) == 6
+    for c in train:
+        assert _rel([c.complete], root) == [f"training/complete_skull/{c.defect_type}/{c.case_id}.nrrd"]
+    healthy = list_healthy(root, SKULLBREAK)
+    assert [i for i, _ in healthy] == ["000", "001", "002"]  # one per skull, not one per type
+    assert all(p.parent.name == TYPES[0] for _, p in healthy)
+    validate_cases(train, healthy)
+
+
+def _participants_copy(skullbreak: Path, root: Path) -> None:
+    """The test folder as handed to challenge participants: <type>/NNN.nrrd, defective only."""
+    import shutil
+
+    shutil.copytree(skullbreak, root)
+    test = root / "testing"
+    for t in TYPES:
+        shutil.move(str(test / "defective_skull" / t), str(test / t))
+    for sub in ("defective_skull", "implant", "complete_skull"):
+        shutil.rmtree(test / sub)
+
+
+def test_participants_test_folder_and_the_recorded_fallback(skullbreak, tmp_path):
+    from skullrecon.datasets import scored_on
+
+    root = tmp_path / "participants"
+    _participants_copy(skullbreak, root)
+    test = list_cases(root, SKULLBREAK, "test")
+    assert sorted(c.name for c in test) == sorted(f"{t}_{i:03d}" for t in TYPES for i in range(2))
+    assert all(c.implant is None and c.complete is None for c in test)
+    assert _rel([test[0].defective], root) == [f"testing/{test[0].defect_type}/{test[0].case_id}.nrrd"]
+    assert scored_on(root, SKULLBREAK) == "the test folder 'testing'"
+
+    # no ground truth there: the recorded training skulls are scored instead, and left out of training
+    layout = Layout.from_dict({"train": "training", "test": "testing", "types": TYPES, "fallback_test_ids": [2]})
+    fallback = list_cases(root, layout, "test")
+    assert sorted(c.name for c in fallback) == ["bilateral_002", "frontoorbital_002"]
+    assert all(c.implant is not None and c.implant.exists() for c in fallback)
+    assert {c.case_id for c in list_cases(root, layout, "train")} == {"000", "001"}
+    assert [i for i, _ in list_healthy(root, layout)] == ["000", "001"]
+    assert scored_on(root, layout) == "held-out training skulls 002 of 'training' (the test folder has no ground truth)"
+    # with ground truth in the test folder the fallback is not used
+    assert {c.case_id for c in list_cases(skullbreak, layout, "test")} == {"000", "001"}
+    assert scored_on(skullbreak, layout) == "the test folder 'testing'"

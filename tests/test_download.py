@@ -273,14 +273,49 @@ def test_valid_skullfix_zip_extracts_with_marker(tmp_path):
     assert _leftovers(target.parent) == []
 
 
-def test_incomplete_target_is_replaced(tmp_path):
+def test_a_folder_holding_other_files_is_never_deleted(tmp_path):
+    """No marker, or our marker plus a file of the user's: refused, every file kept. Our own
+    earlier extraction (of another archive) is replaced; an empty folder is used."""
     archive = _zip(tmp_path / "t.zip", SKULLFIX_LAYOUT)
     target = tmp_path / "training"
     (target / "training_set").mkdir(parents=True)
-    (target / "training_set" / "half_written.nrrd").write_bytes(b"junk")  # no marker: incomplete
-    extract_archive(archive, target)
-    assert not (target / "training_set" / "half_written.nrrd").exists()
-    assert (target / MARKER_NAME).is_file()
+    (target / "training_set" / "000.nrrd").write_bytes(b"the user's own skull")  # no marker: not ours
+    with pytest.raises(ArchiveError, match=r"training: .*not a complete extraction of ours.*000\.nrrd"):
+        extract_archive(archive, target)
+    assert (target / "training_set" / "000.nrrd").read_bytes() == b"the user's own skull"
+    assert _leftovers(tmp_path) == []
+
+    ours = tmp_path / "ours"
+    extract_archive(_zip(tmp_path / "old.zip", {"old/a.nrrd": b"old"}), ours)
+    extract_archive(archive, ours)  # an extraction of ours, of another archive: replaced
+    assert not (ours / "old").exists() and (ours / "training_set" / "implant" / "002.nrrd").is_file()
+    assert [p.name for p in tmp_path.iterdir() if ".replaced-" in p.name] == []
+    (ours / "training_set" / "notes.txt").write_text("mine")  # the user adds a file: no longer only ours
+    with pytest.raises(ArchiveError, match="notes.txt"):
+        extract_archive(_zip(tmp_path / "new.zip", {"x.nrrd": b"x"}), ours)
+    assert (ours / "training_set" / "notes.txt").read_text() == "mine"
+
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    extract_archive(archive, empty)
+    assert (empty / MARKER_NAME).is_file()
+
+
+@pytest.mark.parametrize("entries", [
+    {"a": b"file", "a/b": b"under a file"},
+    {"a/b": b"x", "a": b"a file where a folder is"},
+])
+def test_a_path_that_is_both_file_and_folder_is_one_clear_error(tmp_path, entries):
+    archive = _zip(tmp_path / "clash.zip", entries)
+    with pytest.raises(ArchiveError, match=r"clash\.zip: entry 'a.*refusing to extract"):
+        extract_archive(archive, tmp_path / "target")
+    assert not (tmp_path / "target").exists() and _leftovers(tmp_path) == []
+
+
+def test_download_destination_that_is_a_folder(tmp_path):
+    (tmp_path / "x.zip").mkdir()
+    with pytest.raises(DownloadError, match=r"x\.zip: the download destination is a folder"):
+        download_file("http://127.0.0.1:9/x.zip", tmp_path / "x.zip")
 
 
 def test_zip_with_dotdot_entry_is_rejected(tmp_path):
@@ -409,7 +444,12 @@ def test_not_an_archive(tmp_path):
 
 def test_packaged_sources_schema():
     data = load_sources()
-    assert set(data["datasets"]) == {"skullbreak", "skullfix"}
+    assert set(data["datasets"]) == {"skullbreak", "skullfix", "skullfix-figshare"}
+    # the SkullBreak record's provenance is said, and its checksum kept
+    assert "third-party upload" in data["datasets"]["skullbreak"]["provenance"]
+    assert all(a["checksum"] for a in data["datasets"]["skullbreak"]["archives"])
+    figshare = data["datasets"]["skullfix-figshare"]["archives"][0]
+    assert "14161307" in figshare["url"] and figshare["checksum"] is None
     for ds in data["datasets"].values():
         for a in ds["archives"]:
             assert {"url", "filename", "checksum", "extract_to", "checksum_source"} <= set(a)
@@ -473,3 +513,17 @@ def test_fetch_dataset_from_local_server(server, tmp_path, capsys):
 
     with pytest.raises(ValueError, match="unknown dataset 'skullbreak'"):
         fetch_dataset("skullbreak", tmp_path / "data", sources_path)
+
+
+def test_download_errors_say_where_the_data_come_from(tmp_path):
+    """A failed SkullBreak download names the third-party record and the request route."""
+    data = load_sources()
+    sb = data["datasets"]["skullbreak"]
+    for a in sb["archives"]:
+        a["url"], a["mirrors"] = _closed_port_url(), []
+    sources_path = tmp_path / "sources.json"
+    sources_path.write_text(json.dumps(data))
+    with pytest.raises(DownloadError) as err:
+        fetch_dataset("skullbreak", tmp_path / "data", sources_path, progress=False, timeout=2, retries=0)
+    message = str(err.value)
+    assert "third-party upload" in message and "on request" in message and "skullbreak_training.zip" in message

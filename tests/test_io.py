@@ -7,6 +7,7 @@ import nrrd
 import numpy as np
 import pytest
 
+from skullrecon import io
 from skullrecon.io import VolumeError, read_volume, write_volume
 
 from conftest import real_file
@@ -70,7 +71,7 @@ def test_non_binary_and_nan_volumes_are_rejected(tmp_path, values, match):
     data = np.zeros((6, 6, 6), values.dtype)
     data.flat[: len(values)] = values
     path = tmp_path / "bad.nrrd"
-    nrrd.write(str(path), data)
+    nrrd.write(str(path), data, {"space": "left-posterior-superior", "space directions": np.eye(3)})
     with pytest.raises(VolumeError, match=match) as err:
         read_volume(path)
     assert "bad.nrrd" in str(err.value)
@@ -118,3 +119,60 @@ def test_real_oblique_skullfix_result_keeps_the_input_header(tmp_path):
     back = read_volume(out)
     np.testing.assert_array_equal(back.array, result)
     np.testing.assert_allclose(back.affine, vol.affine)
+
+
+def _gzip_nrrd_of_zeros(path, sizes) -> None:
+    """A gzip NRRD whose data truly expand to prod(sizes) bytes (zeros compress ~1000:1)."""
+    import zlib
+
+    n = int(np.prod(sizes))
+    header = (f"NRRD0004\ntype: uint8\ndimension: 3\nspace: left-posterior-superior\nsizes: {' '.join(map(str, sizes))}\n"
+              "space directions: (1,0,0) (0,1,0) (0,0,1)\nkinds: domain domain domain\nencoding: gzip\n\n")
+    comp = zlib.compressobj(1, zlib.DEFLATED, zlib.MAX_WBITS | 16)
+    block = bytes(1 << 22)
+    with open(path, "wb") as fh:
+        fh.write(header.encode())
+        for _ in range(n // len(block)):
+            fh.write(comp.compress(block))
+        fh.write(comp.compress(bytes(n % len(block))) + comp.flush())
+
+
+def test_declared_size_is_capped_before_decompressing(tmp_path, monkeypatch):
+    """A 1 MB gzip NRRD that expands to 1024^3 voxels (1 GiB) is refused from its header, with
+    no more than a few MB allocated; the cap is configurable and also applies to NIfTI."""
+    import tracemalloc
+
+    import nibabel as nib
+
+    bomb = tmp_path / "bomb.nrrd"
+    _gzip_nrrd_of_zeros(bomb, (1024, 1024, 1024))
+    assert bomb.stat().st_size < 8 * 2**20
+    tracemalloc.start()
+    with pytest.raises(VolumeError, match=r"bomb\.nrrd: the header declares 1024 x 1024 x 1024 = 1073741824 voxels"):
+        read_volume(bomb)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert peak < 32 * 2**20
+    # a real-sized 512 x 512 x 600 volume is under the default cap
+    assert 512 * 512 * 600 <= io.DEFAULT_MAX_VOXELS
+    small = tmp_path / "small.nii.gz"
+    nib.save(nib.Nifti1Image(np.zeros((10, 10, 10), np.uint8), np.eye(4)), str(small))
+    assert read_volume(small).shape == (10, 10, 10)
+    monkeypatch.setenv("SKULLRECON_MAX_VOXELS", "999")
+    with pytest.raises(VolumeError, match=r"small\.nii\.gz: .*1000 voxels, over the limit of 999"):
+        read_volume(small)
+
+
+@pytest.mark.parametrize("header, match", [
+    ({}, "no voxel geometry"),
+    ({"space": "left-posterior-superior", "space directions": [[np.nan] * 3, [0, 1, 0], [0, 0, 1]]}, "axis 0"),
+    ({"space": "left-posterior-superior", "space directions": np.diag([1e-9, 1e-9, 1e-9])}, "implausible voxel spacing"),
+    ({"spacings": [1.0, np.nan, 1.0]}, "spacings"),
+])
+def test_missing_or_broken_geometry_is_an_error(tmp_path, header, match):
+    """Never silently 1 mm isotropic: the file is named and the bad field said."""
+    path = tmp_path / "nogeo.nrrd"
+    nrrd.write(str(path), np.zeros((4, 4, 4), np.uint8), header)
+    with pytest.raises(VolumeError, match=match) as err:
+        read_volume(path)
+    assert "nogeo.nrrd" in str(err.value)

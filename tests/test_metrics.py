@@ -296,8 +296,7 @@ def test_metrics_for_files_round_trip(tmp_path, suffix):
     defective = smooth_blobs(seed=13, shape=(40, 36, 32)) & ~gt
     spacing = (0.5, 0.7, 1.25)
     paths = [tmp_path / f"{name}{suffix}" for name in ("pred", "gt", "defective")]
-    # the prediction file carries another spacing: the ground truth's header is the one used
-    write_volume(paths[0], pred, spacing=(1.0, 1.0, 1.0))
+    write_volume(paths[0], pred, spacing=spacing)
     write_volume(paths[1], gt, spacing=spacing)
     write_volume(paths[2], defective, spacing=spacing)
     result = M.metrics_for_files(*paths)
@@ -305,7 +304,33 @@ def test_metrics_for_files_round_trip(tmp_path, suffix):
     assert set(result) == {"dsc", "bdsc", "hd95", "empty_prediction"}
     for key in ("dsc", "bdsc", "hd95"):
         assert result[key] == pytest.approx(expected[key], abs=1e-6)
-    assert result["hd95"] != pytest.approx(M.reference_hd95(pred, gt, (1.0, 1.0, 1.0)), abs=1e-6)
+
+
+@pytest.mark.parametrize("change", ["spacing", "origin", "direction"])
+def test_metrics_for_files_refuses_a_prediction_on_another_grid(tmp_path, change):
+    """Same shape, same voxels, another grid: scoring it voxel by voxel would give DSC 1.0."""
+    gt = np.zeros((20, 20, 20), np.uint8)
+    gt[5:12, 6:14, 4:9] = 1
+    defective = np.zeros_like(gt)
+    defective[:, :, 2:4] = 1
+    write_volume(tmp_path / "gt.nrrd", gt, spacing=(0.5, 0.5, 0.5))
+    write_volume(tmp_path / "defective.nrrd", defective, spacing=(0.5, 0.5, 0.5))
+    kwargs = {"spacing": (0.5, 0.5, 0.5)}
+    if change == "spacing":
+        kwargs["spacing"] = (2.0, 2.0, 2.0)
+    elif change == "origin":
+        kwargs["origin"] = (0.0, 0.0, 30.0)
+    write_volume(tmp_path / "pred.nrrd", gt, **kwargs)
+    if change == "direction":  # the same voxels, the x axis pointing the other way
+        import nrrd
+
+        data, header = nrrd.read(str(tmp_path / "pred.nrrd"))
+        header["space directions"] = np.diag([-0.5, 0.5, 0.5])
+        nrrd.write(str(tmp_path / "pred.nrrd"), data, header)
+    with pytest.raises(VolumeError, match=rf"grid mismatch: .*pred\.nrrd.*gt\.nrrd.*{change}"):
+        M.metrics_for_files(tmp_path / "pred.nrrd", tmp_path / "gt.nrrd", tmp_path / "defective.nrrd")
+    write_volume(tmp_path / "pred.nrrd", gt, spacing=(0.5, 0.5, 0.5))  # the same grid: scored
+    assert M.metrics_for_files(tmp_path / "pred.nrrd", tmp_path / "gt.nrrd", tmp_path / "defective.nrrd")["dsc"] == 1.0
 
 
 def test_metrics_for_files_shape_mismatch(tmp_path):
@@ -318,3 +343,62 @@ def test_metrics_for_files_shape_mismatch(tmp_path):
     write_volume(tmp_path / "defective.nrrd", a)
     with pytest.raises(VolumeError, match=r"pred\.nrrd.*gt\.nrrd"):
         M.metrics_for_files(tmp_path / "pred.nrrd", tmp_path / "gt.nrrd", tmp_path / "defective.nrrd")
+
+
+def _challenge_bdsc(pred, gt, defective, spacing, margin=10.0):
+    """Independent whole-volume reference written from the challenge's convention: a voxel is out
+    of the band when scipy's float64 distance of the defective skull's background is > margin."""
+    from scipy.ndimage import distance_transform_edt
+
+    out = distance_transform_edt(defective == 0, sampling=spacing) > margin
+    p, g = (pred != 0) & ~out, (gt != 0) & ~out
+    total = int(p.sum() + g.sum())
+    return 0.0 if total == 0 else 2.0 * int((p & g).sum()) / total
+
+
+def _tie_cases():
+    """0.4 mm isotropic volumes whose implants cover voxels exactly 25 voxels (10 mm) from the skull.
+
+    scipy's float64 arithmetic puts some of them at 10.0 mm (in the band) and some at
+    10.000000000000002 mm, e.g. offset (0, 7, 24): 2.8000000000000003^2 + 9.600000000000001^2 (out).
+    """
+    idx = np.indices((61, 61, 61))
+    point = np.zeros((61, 61, 61), np.uint8)
+    point[30, 30, 30] = 1  # a one-voxel skull: the 10 mm sphere is all ties
+    r = np.sqrt(((idx - 30) ** 2).sum(0))
+    gt1 = ((r >= 23) & (r <= 27) & (idx[2] >= 30)).astype(np.uint8)
+    pred1 = ((r >= 24) & (r <= 28) & (idx[2] >= 28)).astype(np.uint8)
+    yield "point", point, pred1, gt1
+    # a plate with a square hole (the defect), a slab implant filling it and a shifted prediction;
+    # the voxels 25 layers above the plate and beside the rim hold both kinds of ties
+    plate = np.zeros((70, 70, 40), np.uint8)
+    plate[:, :, 5:7] = 1
+    plate[20:50, 20:50, 5:7] = 0
+    gt2 = np.zeros_like(plate)
+    gt2[15:55, 15:55, 5:35] = 1
+    gt2[plate == 1] = 0
+    pred2 = np.zeros_like(plate)
+    pred2[18:58, 13:53, 5:33] = 1
+    pred2[plate == 1] = 0
+    yield "plate", plate, pred2, gt2
+
+
+@pytest.mark.parametrize("name", ["point", "plate"])
+def test_boundary_dice_ties_at_10_mm_match_the_challenge_exactly(name):
+    from scipy.ndimage import distance_transform_edt
+
+    spacing = (0.4, 0.4, 0.4)
+    defective, pred, gt = next((d, p, g) for n, d, p, g in _tie_cases() if n == name)
+    dist = distance_transform_edt(defective == 0, sampling=spacing)
+    covered = (pred | gt) != 0
+    ties_out = covered & (dist > 10) & (dist < 10 + 1e-9)
+    ties_in = covered & (dist == 10)
+    assert ties_out.any() and ties_in.any()  # the case really has ties on both sides of the rule
+    expected = _challenge_bdsc(pred, gt, defective, spacing)
+    assert M.boundary_dice(pred, gt, defective, spacing) == expected
+    assert M.reference_boundary_dice(pred, gt, defective, spacing) == expected
+    assert M.evaluate_case(pred, gt, defective, spacing)["bdsc"] == expected
+    # a tolerant band (<= 10 + 1e-4 mm, the old rule) scores the case differently
+    tolerant = (dist <= 10 + 1e-4)
+    p, g = (pred != 0) & tolerant, (gt != 0) & tolerant
+    assert 2.0 * (p & g).sum() / (p.sum() + g.sum()) != expected

@@ -14,6 +14,7 @@ the exit codes), the other inputs go through ``cli.main`` in-process.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -235,8 +236,8 @@ def test_bad_input_exits_2_with_one_line_naming_the_file(trained, tmp_path, caps
         assert "binary" in line
 
 
-def test_empty_implant_exits_3_with_a_warning(trained, tmp_path, capsys):
-    """A model that finds no defect: outputs still written (empty implant), no STL, exit code 3."""
+def _blind_model(trained, path: Path) -> Path:
+    """A model that finds no defect: every logit -20, probability ~0 everywhere."""
     from skullrecon.models import build_network, load_model, save_model
 
     _, spec = load_model(trained["model"])
@@ -245,9 +246,13 @@ def test_empty_implant_exits_3_with_a_warning(trained, tmp_path, capsys):
         biases = [p for n, p in net.named_parameters() if n.endswith("bias")]
         for p in net.parameters():
             p.zero_()
-        biases[-1].fill_(-20.0)  # every logit -20: probability ~0 everywhere
-    save_model(tmp_path / "blind.pt", net, spec)
+        biases[-1].fill_(-20.0)
+    return save_model(path, net, spec)
 
+
+def test_empty_implant_exits_3_with_a_warning(trained, tmp_path, capsys):
+    """A model that finds no defect: outputs still written (empty implant), no STL, exit code 3."""
+    _blind_model(trained, tmp_path / "blind.pt")
     code = main(["reconstruct", str(trained["defective"]), "--model", str(tmp_path / "blind.pt"),
                  "--out", str(tmp_path / "out")])
     captured = capsys.readouterr()
@@ -275,3 +280,154 @@ def test_reconstruct_on_real_skullbreak_skull(trained, tmp_path):
     if not result["empty"]:
         implant = np.asarray(img.dataobj)
         _check_stl(tmp_path / "out" / "implant.stl", implant, img.affine)
+
+
+# --------------------------------------------------------------------------------------------
+# the output folder: one set, nothing stale, nothing of the user's replaced
+
+
+def _run_main(capsys, *args) -> tuple[int, str]:
+    code = main(["reconstruct", *map(str, args)])
+    return code, capsys.readouterr().err
+
+
+def test_rerun_without_stl_or_with_an_empty_implant_leaves_no_stale_stl(trained, tmp_path, capsys):
+    from skullrecon.outputset import read_manifest
+
+    out = tmp_path / "out"
+    assert _run_main(capsys, trained["defective"], "--model", trained["model"], "--out", out)[0] == 0
+    assert (out / "implant.stl").exists() and "implant.stl" in read_manifest(out)["files"]
+    assert _run_main(capsys, trained["defective"], "--model", trained["model"], "--out", out, "--no-stl")[0] == 0
+    assert not (out / "implant.stl").exists()
+    assert set(read_manifest(out)["files"]) == {"implant.nrrd", "reconstruction.nrrd"}
+
+    assert _run_main(capsys, trained["defective"], "--model", trained["model"], "--out", out)[0] == 0
+    assert (out / "implant.stl").exists()
+    code, err = _run_main(capsys, trained["defective"], "--model", _blind_model(trained, tmp_path / "b.pt"), "--out", out)
+    assert code == 3 and "empty" in err
+    assert not (out / "implant.stl").exists()
+    implant, _ = nrrd.read(str(out / "implant.nrrd"))
+    assert not implant.any() and read_manifest(out)["empty"]
+
+
+def test_an_input_the_run_would_replace_is_refused_and_kept(trained, tmp_path, capsys):
+    out = tmp_path / "out"
+    assert _run_main(capsys, trained["defective"], "--model", trained["model"], "--out", out)[0] == 0
+    before = (out / "implant.nrrd").read_bytes()
+    code, err = _run_main(capsys, out / "implant.nrrd", "--model", trained["model"], "--out", out)
+    assert code == 2
+    line = _error_line(err)
+    assert str(out / "implant.nrrd") in line and "would replace" in line
+    assert (out / "implant.nrrd").read_bytes() == before
+
+    # a file of the user's under an output name, not written by us: refused, untouched
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "implant.stl").write_bytes(b"my own mesh")
+    code, err = _run_main(capsys, trained["defective"], "--model", trained["model"], "--out", mine)
+    assert code == 2 and str(mine / "implant.stl") in _error_line(err)
+    assert (mine / "implant.stl").read_bytes() == b"my own mesh"
+    # an input inside --out under another name is fine and left alone
+    (mine / "implant.stl").unlink()
+    (mine / "skull.nrrd").write_bytes(trained["defective"].read_bytes())
+    assert _run_main(capsys, mine / "skull.nrrd", "--model", trained["model"], "--out", mine)[0] == 0
+    assert (mine / "skull.nrrd").read_bytes() == trained["defective"].read_bytes()
+
+
+_KILL_AFTER_ONE_FILE = """
+import os, sys
+import skullrecon.outputset as o
+moved = []
+def move(src, dst):
+    if moved:
+        os._exit(137)  # as a SIGKILL: no cleanup runs
+    moved.append(dst)
+    os.replace(src, dst)
+o._move = move
+from skullrecon.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_a_kill_between_files_leaves_no_set_that_looks_finished(trained, tmp_path):
+    """A real process killed after moving one file: an unfinished manifest, no file of the old set beside
+    the new one; the next run finishes and the set verifies."""
+    from skullrecon.outputset import MANIFEST, OutputError, read_manifest
+
+    out = tmp_path / "out"
+    args = ["reconstruct", str(trained["defective"]), "--model", str(trained["model"]), "--out", str(out)]
+    assert main(args) == 0
+    old = {n: e["sha256"] for n, e in read_manifest(out)["files"].items()}
+    blind = _blind_model(trained, tmp_path / "b.pt")  # another result, so old and new files differ
+    proc = subprocess.run([sys.executable, "-c", _KILL_AFTER_ONE_FILE, *args[:3], str(blind), *args[4:]],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 137
+    assert json.loads((out / MANIFEST).read_text())["complete"] is False
+    with pytest.raises(OutputError, match="did not finish"):
+        read_manifest(out)
+    import hashlib
+
+    left = {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in out.iterdir() if p.is_file()}
+    assert not any(old.get(name) == digest for name, digest in left.items()), left  # nothing old remains
+    assert main(args) == 0
+    assert set(read_manifest(out)["files"]) == {"implant.nrrd", "reconstruction.nrrd", "implant.stl"}
+    assert not list(out.glob(".skullrecon-staging-*"))
+
+
+def test_a_complete_skull_warns_that_there_is_nothing_to_fill(trained, tmp_path, capsys):
+    complete = trained["defective"].parents[2] / "complete_skull" / "000.nrrd"
+    code, err = _run_main(capsys, complete, "--model", trained["model"], "--out", tmp_path / "out")
+    assert code == 3
+    assert "nothing to fill" in err and str(complete) in err and "Traceback" not in err
+    # the defective skull of the same subject gets no warning
+    assert _run_main(capsys, trained["defective"], "--model", trained["model"], "--out", tmp_path / "o2")[0] == 0
+
+
+def _model_with(trained, path: Path, change) -> Path:
+    blob = torch.load(trained["model"], weights_only=True)
+    change(blob["spec"])
+    torch.save(blob, path)
+    return path
+
+
+_SPEC_CHANGES = {
+    "missing_keys": lambda s: s.pop("grid"),
+    "wrong_type": lambda s: s.update(grid="32"),
+    "wrong_channels": lambda s: s["network"].update(in_channels=2),
+    "weights_do_not_fit": lambda s: s["network"].update(channels=[4, 8, 16]),
+    "grid_100000": lambda s: s.update(grid=100000),
+    "threshold_minus_1": lambda s: s["postprocess"].update(threshold=-1),
+}
+
+
+@pytest.mark.parametrize("change", sorted(_SPEC_CHANGES))
+def test_malformed_model_spec_is_one_line_naming_the_model(trained, tmp_path, capsys, change):
+    model = _model_with(trained, tmp_path / "bad.pt", _SPEC_CHANGES[change])
+    code, err = _run_main(capsys, trained["defective"], "--model", model, "--out", tmp_path / "out")
+    assert code == 2
+    assert str(model) in _error_line(err)
+
+
+def test_unusable_out_and_device_are_one_line(trained, tmp_path, capsys):
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    for out, blamed in ((afile, afile), (afile / "sub", afile)):
+        code, err = _run_main(capsys, trained["defective"], "--model", trained["model"], "--out", out)
+        assert code == 2 and str(blamed) in _error_line(err)
+    assert afile.read_text() == "x"
+    code, err = _run_main(capsys, trained["defective"], "--model", trained["model"], "--out", tmp_path / "o",
+                          "--device", "foo")
+    assert code == 2 and "'foo'" in _error_line(err)
+    assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() == 0, reason="root writes into read-only folders")
+def test_read_only_out_is_one_line(trained, tmp_path, capsys):
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    ro.chmod(0o500)
+    try:
+        code, err = _run_main(capsys, trained["defective"], "--model", trained["model"], "--out", ro / "out")
+    finally:
+        ro.chmod(0o700)
+    assert code == 2 and str(ro / "out") in _error_line(err)

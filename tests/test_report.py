@@ -161,3 +161,16 @@ def test_case_without_ground_truth_is_an_error(test_set):
     with pytest.raises(FileNotFoundError, match="no ground-truth implant for test case 001") as err:
         evaluate_method(root / "implants" / "unet", root / "cases.tsv", root / "out.csv")
     assert cases.loc[1, "defective"] in str(err.value)
+
+
+def test_table1_says_which_cases_were_scored(test_set):
+    """A recorded hold-out (written by preprocess_split next to cases.tsv) is named in Table I."""
+    root, truths = test_set
+    (root / "scored_on.txt").write_text("held-out training skulls 080-099 (20 skulls) of 'training_set'\n")
+    _predict(root / "implants" / "unet", truths, empty=set())
+    out = root / "metrics" / "skullfix" / "unet.csv"
+    evaluate_method(root / "implants" / "unet", root / "cases.tsv", out)
+    table = write_table1([out], root / "table1.csv", root / "table1.md")
+    assert table["scored_on"].tolist() == ["held-out training skulls 080-099 (20 skulls) of 'training_set'"]
+    md = (root / "table1.md").read_text()
+    assert "## SkullFix\n\nScored on held-out training skulls 080-099 (20 skulls) of 'training_set'." in md

@@ -1,20 +1,23 @@
 """`snakemake --profile slurm` against a real SLURM cluster (one node with a fake a100 GPU).
 
-CI brings the cluster up with `bash .ci/slurm-up.sh` (root, Debian 12). The test runs the tiny
-config tests/slurm/run.yaml twice in a copy of the workflow: once through the slurm profile and
-once locally (`--cores 2`), and checks that
+CI brings the cluster up with `bash .ci/slurm-up.sh` (root, Debian 12): one node in two
+partitions, `main` (default) and `gpu`. The test runs the tiny config tests/slurm/run.yaml (a
+user's own --configfile, with no cluster settings) twice in a copy of the workflow: once through
+the slurm profile as a site would set it up (its GPU partition named in the profile's
+set-resources) with the CPU partition given by the plugin's own flag `--default-resources
+slurm_partition=main`, and once locally (`--cores 2`). It checks that
 
 * every non-local rule went through sbatch, and no local rule did;
-* training and inference asked for the GPU model of config.yaml's `slurm:` section
-  (`--gpus=a100:1`) and the CPU jobs asked for no GPU; each job carried its partition, its
-  per-rule runtime, memory and threads from the profile;
-* SLURM recorded the GPU request and ran the jobs to COMPLETED (scontrol);
+* training and inference asked for one A100 (`--gpus=a100:1`, from the profile, not the config)
+  on the `gpu` partition; the CPU jobs asked for no GPU, on `main`; each job carried the
+  runtime, memory and threads its rule declares;
+* SLURM recorded the GPU request and partition and ran the jobs to COMPLETED (scontrol);
 * the per-case metrics of both runs are identical (CPU training is seeded and runs with the
   same thread count in both, so the networks and everything after them are bit-identical).
 
-What the one-node test changes, and nothing else: the status command (`squeue`: the CI cluster
+What the one-node test adds, and nothing else: the status command (`squeue`: the CI cluster
 has no accounting database, so `sacct` cannot answer), the first status check after 1 s instead
-of 40 s, and the profile's per-job sizes capped to the node (2 threads, 1 GB).
+of 40 s, and `--max-threads 2` (the node's cores).
 """
 
 from __future__ import annotations
@@ -32,16 +35,21 @@ REPO = Path(__file__).resolve().parents[1]
 CONFIG = REPO / "tests" / "slurm" / "run.yaml"
 TIMEOUT_S = 600
 NODE_THREADS = 2
-NODE_MEM_MB = 1000
+# what the rules declare (workflow/rules/*.smk): threads (capped to the node) and runtime in minutes
+RULE_THREADS = {"preprocess": 2, "train_mae": 8, "train_baseline": 8, "infer": 8, "upsample": 2,
+                "extract_implants": 1, "metrics": 2}
+RULE_RUNTIME = {"preprocess": 240, "train_mae": 1440, "train_baseline": 1440, "infer": 120, "upsample": 120,
+                "extract_implants": 120, "metrics": 120}
 CLUSTER_RULES = {"preprocess", "train_mae", "train_baseline", "infer", "upsample", "extract_implants", "metrics"}
 GPU_RULES = {"train_mae", "train_baseline", "infer"}
-LOCAL_RULES = {"synthesize_dataset", "resolved_config", "masking_examples", "table1", "figure3", "figure4", "all"}
+LOCAL_RULES = {"synthesize_dataset", "resolved_config", "bundle_model", "masking_examples", "table1", "figure3",
+               "figure4", "training_curves", "all"}
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
 
 
-def _cluster_partition() -> str:
-    """The default partition of a running cluster with a usable node, or skip with the reason."""
+def _cluster_partitions() -> set[str]:
+    """The partitions of a running cluster with a usable node, or skip with the reason."""
     if shutil.which("sinfo") is None or shutil.which("sbatch") is None:
         pytest.skip("SLURM is not installed (no sinfo/sbatch); as root: bash .ci/slurm-up.sh")
     try:
@@ -54,8 +62,11 @@ def _cluster_partition() -> str:
               if line.split()[-1] in ("idle", "mixed", "allocated", "completing")]
     if not usable:
         pytest.skip(f"no usable SLURM node (sinfo: {out.stdout.strip()!r}); bash .ci/slurm-up.sh")
-    default = [p for p, _ in usable if p.endswith("*")]
-    return (default or [usable[0][0]])[0].rstrip("*")
+    partitions = {p.rstrip("*") for p, _ in usable}
+    if not {"main", "gpu"} <= partitions:
+        pytest.skip(f"the test cluster needs partitions main and gpu (sinfo: {sorted(partitions)}); "
+                    "bash .ci/slurm-up.sh")
+    return partitions
 
 
 def _copy_workflow(dest: Path) -> Path:
@@ -68,15 +79,12 @@ def _copy_workflow(dest: Path) -> Path:
     return dest
 
 
-def _one_node_profile(work: Path) -> Path:
-    """slurm/config.yaml with its per-job sizes capped to the test node, everything else as is."""
+def _site_profile(work: Path) -> Path:
+    """slurm/config.yaml as a site sets it up: its GPU partition named for the GPU rules."""
     profile = yaml.safe_load((REPO / "slurm" / "config.yaml").read_text())
-    profile["set-threads"] = {r: min(int(t), NODE_THREADS) for r, t in profile.get("set-threads", {}).items()}
-    profile["default-resources"]["mem_mb"] = min(int(profile["default-resources"]["mem_mb"]), NODE_MEM_MB)
-    for res in profile.get("set-resources", {}).values():
-        if "mem_mb" in res:
-            res["mem_mb"] = min(int(res["mem_mb"]), NODE_MEM_MB)
-    out = work / "profile-one-node"
+    for rule in GPU_RULES:
+        profile["set-resources"][rule]["slurm_partition"] = "gpu"
+    out = work / "profile-site"
     out.mkdir()
     (out / "config.yaml").write_text(yaml.safe_dump(profile, sort_keys=False))
     return out
@@ -111,18 +119,17 @@ def _metrics(run_dir: Path) -> dict[str, str]:
 
 
 def test_profile_submits_gpu_jobs_and_matches_local_run(tmp_path):
-    partition = _cluster_partition()
+    _cluster_partitions()
     work = _copy_workflow(tmp_path)
-    profile = _one_node_profile(tmp_path)
-    threads = yaml.safe_load((REPO / "slurm" / "config.yaml").read_text())["set-threads"]
-    expected_threads = {r: min(int(threads.get(r, 1)), NODE_THREADS) for r in CLUSTER_RULES}
-    gpu_model = yaml.safe_load(CONFIG.read_text())["slurm"]["gpu_model"]
+    profile = _site_profile(tmp_path)
+    gpu_model = yaml.safe_load((REPO / "slurm" / "config.yaml").read_text())["set-resources"]["train_mae"]["gpu_model"]
+    assert gpu_model == "a100"
 
-    # 1. through SLURM (partition given through the config, as a user on a cluster would)
+    # 1. through SLURM: the CPU partition from the plugin's own flag, the GPU one from the profile
     slurm_log = tmp_path / "slurm.log"
     try:
-        _snakemake(["--profile", str(profile), "--configfile", str(CONFIG),
-                    "--config", "run=slurm", f"slurm={{partition: {partition}}}",
+        _snakemake(["--profile", str(profile), "--configfile", str(CONFIG), "--config", "run=slurm",
+                    "--default-resources", "slurm_partition=main", "--max-threads", str(NODE_THREADS),
                     "--slurm-status-command", "squeue", "--slurm-init-seconds-before-status-checks", "1",
                     "--verbose"], work, slurm_log)
     finally:
@@ -140,10 +147,11 @@ def test_profile_submits_gpu_jobs_and_matches_local_run(tmp_path):
         "extract_implants": 2, "metrics": 2}
     for rule, lines in calls.items():
         for line in lines:
-            assert f" -p {partition} " in line, line
-            assert f"--cpus-per-task={expected_threads[rule]}" in line, line
-            assert re.search(r" --mem \d+ ", line), line
-            assert re.search(r" -t \d+ ", line), line
+            partition = "gpu" if rule in GPU_RULES else "main"
+            assert re.search(rf" -p '?{partition}'? ", line), line
+            assert f"--cpus-per-task={min(RULE_THREADS[rule], NODE_THREADS)}" in line, line
+            assert re.search(r" --mem '?\d+'? ", line), line
+            assert re.search(rf" -t '?{RULE_RUNTIME[rule]}'? ", line), line
             if rule in GPU_RULES:
                 assert f"--gpus={gpu_model}:1" in line, line
             else:
@@ -159,6 +167,7 @@ def test_profile_submits_gpu_jobs_and_matches_local_run(tmp_path):
         if not info:
             continue
         assert "JobState=COMPLETED" in info, info
+        assert f"Partition={'gpu' if rule in GPU_RULES else 'main'} " in info, f"{rule}: {info}"
         tres = " ".join(re.findall(r"(?:TRES|TresPerJob|TresPerNode)=\S*", info))
         if rule in GPU_RULES:
             assert f"gres:gpu:{gpu_model}:1" in tres, f"{rule}: {info}"

@@ -242,3 +242,42 @@ def test_anisotropic_skull_is_closed():
     skull, info = make_skull((128, 128, 80), spacing, np.random.default_rng(4), return_info=True)
     assert cc3d.connected_components(skull, connectivity=6).max() == 1
     assert _cavity_volume(skull | _plug(skull, info, spacing)) > 2 * skull.sum()
+
+
+# --------------------------------------------------------------------------------------------
+# safety with the user's files
+
+
+def test_never_writes_over_files_it_did_not_write(tmp_path):
+    """A folder holding a real dataset (here one NRRD) is refused and left byte-identical; an
+    earlier synthetic dataset is replaced whole, with no stale case of a larger run left."""
+    real = tmp_path / "data" / "training" / "complete_skull" / "000.nrrd"
+    real.parent.mkdir(parents=True)
+    real.write_bytes(b"a real skull")
+    with pytest.raises(ValueError, match=r"000\.nrrd: .* did not write"):
+        generate_dataset(tmp_path / "data", "skullbreak", 1, 0, SMALL, SMALL_SPACING, 0, defect_types=["random_1"])
+    assert real.read_bytes() == b"a real skull"
+    assert sorted(p.name for p in (tmp_path / "data").rglob("*") if p.is_file()) == ["000.nrrd"]
+
+    ours = tmp_path / "ours"
+    generate_dataset(ours, "skullbreak", 2, 0, SMALL, SMALL_SPACING, 0, defect_types=["random_1"])
+    generate_dataset(ours, "skullbreak", 1, 0, SMALL, SMALL_SPACING, 1, defect_types=["random_1"])
+    assert not (ours / "training" / "complete_skull" / "001.nrrd").exists()
+    (ours / "notes.txt").write_text("mine")  # a file of the user's in our folder: refused again
+    with pytest.raises(ValueError, match="notes.txt"):
+        generate_dataset(ours, "skullbreak", 1, 0, SMALL, SMALL_SPACING, 2, defect_types=["random_1"])
+    assert (ours / "notes.txt").read_text() == "mine"
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({"spacing": (0.0, 1.0, 1.0)}, "spacing"),
+    ({"spacing": (float("nan"), 1.0, 1.0)}, "spacing"),
+    ({"spacing": (-2.0, 1.0, 1.0)}, "spacing"),
+    ({"n_train": -1}, "n_train"),
+    ({"n_test": -3}, "n_test"),
+])
+def test_numbers_that_would_give_an_unreadable_dataset_are_refused(tmp_path, kwargs, match):
+    args = {"n_train": 1, "n_test": 0, "shape": SMALL, "spacing": SMALL_SPACING, "seed": 0, **kwargs}
+    with pytest.raises(ValueError, match=match):
+        generate_dataset(tmp_path / "d", "skullbreak", defect_types=["random_1"], **args)
+    assert not (tmp_path / "d").exists()

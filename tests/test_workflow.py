@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -12,9 +13,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 import yaml
 
 from conftest import REPO
+from skullrecon.io import read_volume
 
 CONFIG = REPO / "tests" / "workflow" / "run.yaml"
 RUN = yaml.safe_load(CONFIG.read_text())["run"]
@@ -22,9 +25,9 @@ RESULTS = REPO / "results" / RUN
 METHODS = ["mae_d", "mae_nd", "unet", "unetr", "swinunetr", "attentionunet", "segresnet"]
 
 
-def snakemake(*args: str, check: bool = True) -> subprocess.CompletedProcess:
+def snakemake(*args: str, check: bool = True, configfile: Path = CONFIG) -> subprocess.CompletedProcess:
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
-    cmd = [sys.executable, "-m", "snakemake", "--configfile", str(CONFIG), "--cores", "2", *args]
+    cmd = [sys.executable, "-m", "snakemake", "--configfile", str(configfile), "--cores", "2", *args]
     proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, env=env, timeout=1800)
     if check and proc.returncode != 0:
         raise AssertionError(f"{' '.join(cmd)} failed:\n{proc.stdout[-4000:]}\n{proc.stderr[-8000:]}")
@@ -45,10 +48,107 @@ def test_table_and_figures_cover_every_method_and_dataset(workflow_run):
     for label in ["MAE (D)", "MAE (ND)", "UNet", "UNETR", "SwinUNETR", "AttentionUnet", "SegResNet"]:
         assert len(re.findall(rf"^\| {re.escape(label)} \|", md, flags=re.M)) == 2, label
     assert "## SkullBreak" in md and "## SkullFix" in md
-    for png in ("figure4.png", "figure3.png", "masking_examples.png"):
+    for png in ("figure4.png", "figure3.png", "masking_examples.png", "training_curves.png"):
         assert (workflow_run / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     resolved = yaml.safe_load((workflow_run / "config.yaml").read_text())
     assert resolved == yaml.safe_load(CONFIG.read_text())
+    env = json.loads((workflow_run / "env.json").read_text())
+    assert env["torch"] == torch.__version__ and env["snakemake"] and env["skullrecon"]
+
+
+PLANNED = re.compile(r"^(\w+)\s+(\d+)$", flags=re.M)
+
+
+def _plan_with(tmp_path: Path, config: dict) -> dict[str, int]:
+    """The jobs `snakemake -n` plans against the finished run after its config became ``config``."""
+    path = tmp_path / "edited.yaml"
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    proc = snakemake("-n", "--quiet", "rules", configfile=path)
+    return {rule: int(n) for rule, n in PLANNED.findall(proc.stdout) if rule != "total"}
+
+
+def _edited(*keys, value):
+    config = yaml.safe_load(CONFIG.read_text())
+    section = config
+    for key in keys[:-1]:
+        section = section[key]
+    section[keys[-1]] = value
+    return config
+
+
+@pytest.mark.slow
+def test_postprocess_change_reruns_implants_not_training(workflow_run, tmp_path):
+    closing = yaml.safe_load(CONFIG.read_text())["postprocess"]["closing_mm"]
+    plan = _plan_with(tmp_path, _edited("postprocess", "closing_mm", value=closing + 1.0))
+    n = 2 * len(METHODS)
+    assert plan.get("extract_implants") == n and plan.get("metrics") == n, plan
+    assert plan.get("bundle_model") == 12, plan  # the deliverable model files carry the new settings
+    assert {"table1", "figure3", "figure4"} <= set(plan), plan
+    assert not {"train_mae", "train_baseline", "infer", "upsample", "preprocess"} & set(plan), plan
+
+
+@pytest.mark.slow
+def test_metrics_change_reruns_only_metrics_and_tables(workflow_run, tmp_path):
+    plan = _plan_with(tmp_path, _edited("metrics", "boundary_margin_mm", value=12.5))
+    assert plan.get("metrics") == 2 * len(METHODS), plan
+    assert set(plan) <= {"metrics", "table1", "figure4", "resolved_config", "all"}, plan
+    assert {"table1", "figure4"} <= set(plan), plan
+
+
+@pytest.mark.slow
+def test_training_change_reruns_that_training(workflow_run, tmp_path):
+    lr = yaml.safe_load(CONFIG.read_text())["mae"]["train"]["lr"]
+    plan = _plan_with(tmp_path, _edited("mae", "train", "lr", value=lr / 2))
+    assert plan.get("train_mae") == 2 and "train_baseline" not in plan, plan
+    assert plan.get("infer") == 4 and plan.get("metrics") == 4, plan  # 2 variants x 2 datasets
+    plan = _plan_with(tmp_path, _edited("baselines", "networks", "unet", "num_res_units", value=2))
+    assert plan.get("train_baseline") == 2 and "train_mae" not in plan, plan  # UNet, on both datasets
+
+
+def _reordered(value):
+    if isinstance(value, dict):
+        return {k: _reordered(value[k]) for k in sorted(value, reverse=True)}
+    return [_reordered(v) for v in value] if isinstance(value, list) else value
+
+
+@pytest.mark.slow
+def test_reordered_config_plans_nothing(workflow_run, tmp_path):
+    config = yaml.safe_load(CONFIG.read_text())
+    for variant in (_reordered(config), json.loads(json.dumps(config, sort_keys=True))):
+        assert _plan_with(tmp_path, variant) == {}, variant
+
+
+@pytest.mark.slow
+def test_model_files_carry_training_and_postprocess_settings(workflow_run, tmp_path):
+    """Networks hold what training determined; models/ adds post-processing for `skullrecon reconstruct`."""
+    from skullrecon.infer import reconstruct_file
+
+    config = yaml.safe_load(CONFIG.read_text())
+    network = torch.load(workflow_run / "networks" / "mae_d.pt", weights_only=True)["spec"]
+    model = torch.load(workflow_run / "models" / "mae_d.pt", weights_only=True)["spec"]
+    assert "postprocess" not in network
+    assert model == {**network, "postprocess": config["postprocess"]}
+    assert network["train"]["lr"] == config["mae"]["train"]["lr"] and network["grid"] == config["preprocess"]["grid"]
+    cases = pd.read_csv(workflow_run / "preprocessed" / "skullfix" / "test" / "cases.tsv", sep="\t", dtype=str)
+    with pytest.raises(ValueError, match="post-processing"):
+        reconstruct_file(cases.defective[0], workflow_run / "networks" / "mae_d.pt", tmp_path / "unused",
+                         device="cpu")
+    out = reconstruct_file(cases.defective[0], workflow_run / "models" / "mae_d.pt", tmp_path / "cli",
+                           device="cpu", stl=False)
+    cli = read_volume(out["paths"]["implant"]).array.astype(bool)
+    pipeline = read_volume(workflow_run / "implants" / "skullfix" / "mae_d" / f"{cases.name[0]}.nrrd").array
+    # the same implant; the pipeline stores grid probabilities as float16, so a few voxels may flip
+    assert (cli ^ pipeline.astype(bool)).sum() <= 0.01 * max(1, (cli | pipeline.astype(bool)).sum())
+
+
+@pytest.mark.slow
+def test_benchmarks_and_temporary_predictions(workflow_run):
+    for kind, n in (("train", 12), ("infer", 2 * len(METHODS))):
+        files = sorted((workflow_run / "benchmarks" / kind).glob("*.tsv"))
+        assert len(files) == n, files
+        assert pd.read_csv(files[0], sep="\t")["s"].iloc[0] > 0
+    assert not (workflow_run / "predictions").exists() or not any((workflow_run / "predictions").rglob("*.npz"))
+    assert len(list((workflow_run / "upsampled").glob("*/*"))) == 2 * len(METHODS)  # kept for re-post-processing
 
 
 @pytest.mark.slow
@@ -65,8 +165,6 @@ def test_table1_is_computed_from_the_per_case_files(workflow_run):
 
 @pytest.mark.slow
 def test_implants_are_on_the_original_grid(workflow_run):
-    from skullrecon.io import read_volume
-
     cases = pd.read_csv(workflow_run / "preprocessed" / "skullfix" / "test" / "cases.tsv", sep="\t", dtype=str)
     for case in cases.itertuples():
         defective = read_volume(case.defective)
@@ -120,3 +218,21 @@ def test_invalid_config_is_a_clear_error(tmp_path):
                           capture_output=True, text=True)
     assert proc.returncode != 0
     assert "multiple of 32" in proc.stderr + proc.stdout or "multipleOf" in proc.stderr + proc.stdout
+
+
+@pytest.mark.slow
+def test_report_holds_tables_figures_curves_metrics_and_provenance(workflow_run, tmp_path):
+    """`snakemake --report` of the run: everything a reader needs, in one archive."""
+    import zipfile
+
+    snakemake("--report", str(tmp_path / "report.zip"))
+    names = zipfile.ZipFile(tmp_path / "report.zip").namelist()
+    files = {Path(n).name for n in names}
+    for name in ("table1.csv", "table1.md", "figure3.png", "figure4.png", "masking_examples.png",
+                 "training_curves.png", "config.yaml", "env.json"):
+        assert name in files, (name, sorted(files))
+    per_case = [n for n in names if Path(n).name in {f"{m}.csv" for m in METHODS}]
+    assert len(per_case) == 2 * len(METHODS), per_case  # every method on both datasets
+    html = next(zipfile.ZipFile(tmp_path / "report.zip").read(n) for n in names if n.endswith("report.html"))
+    for category in (b"Table I", b"Figures", b"Per-case metrics", b"Run", b"skullbreak", b"skullfix"):
+        assert category in html, category

@@ -3,12 +3,19 @@
     skullrecon reconstruct DEFECTIVE --model M --out DIR   # implant volume + STL for one skull
     skullrecon metrics --pred P --gt G --defective D       # DSC, boundary DSC, HD95 as JSON
     skullrecon synthetic OUT --dataset skullbreak           # a synthetic dataset in the real layout
+    skullrecon download skullfix --dest data                # published archives, verified and extracted
+
+Exit codes: 0 done; 2 bad input or output (one line on stderr naming the file, nothing
+replaced); 3 reconstruct wrote its outputs but the implant is empty or tiny (a complete skull,
+nothing to fill): check before printing; 1 an unexpected internal error (one line; set
+SKULLRECON_DEBUG=1 for the traceback).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -20,10 +27,9 @@ def _reconstruct(args: argparse.Namespace) -> int:
 
     result = reconstruct_file(args.defective, args.model, args.out, device=args.device, stl=not args.no_stl)
     print(json.dumps(result, indent=2))
-    if result["empty"]:
-        print(f"warning: the implant for {args.defective} is empty: the model found no defect", file=sys.stderr)
-        return 3
-    return 0
+    for warning in result["warnings"]:  # empty implant, or a skull with nothing to fill
+        print(f"warning: {warning}", file=sys.stderr)
+    return 3 if result["warnings"] else 0
 
 
 def _metrics(args: argparse.Namespace) -> int:
@@ -45,9 +51,24 @@ def _synthetic(args: argparse.Namespace) -> int:
     return 0
 
 
+def _download(args: argparse.Namespace) -> int:
+    from skullrecon.download import fetch_dataset
+
+    root = fetch_dataset(args.dataset, args.dest, progress=not args.quiet)
+    print(root)
+    return 0
+
+
+class _Parser(argparse.ArgumentParser):
+    """Usage mistakes as one line too, with the same exit code 2."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="skullrecon", description=__doc__.split("\n")[0])
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser = _Parser(prog="skullrecon", description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     rec = sub.add_parser("reconstruct", help="implant volume and STL mesh for one defective skull")
     rec.add_argument("defective", type=Path, help="defective skull, NRRD or NIfTI, binary")
@@ -73,16 +94,40 @@ def build_parser() -> argparse.ArgumentParser:
     syn.add_argument("--spacing", type=float, nargs=3, default=[1.8, 1.8, 1.8])
     syn.add_argument("--seed", type=int, default=0)
     syn.set_defaults(func=_synthetic)
+
+    dl = sub.add_parser("download", help="download, verify and extract a dataset's published archives")
+    dl.add_argument("dataset", help="skullbreak, skullfix or skullfix-figshare (see docs/datasets.md)")
+    dl.add_argument("--dest", type=Path, default=Path("data"), help="download and extraction root (default data)")
+    dl.add_argument("--quiet", action="store_true", help="no progress bars")
+    dl.set_defaults(func=_download)
     return parser
 
 
+def _one_line(err: BaseException) -> str:
+    if isinstance(err, OSError) and err.filename is not None and err.strerror:
+        return f"{err.filename}: {err.strerror}"
+    text = " ".join(str(err).split())  # multi-line messages (registry problems, mirrors) on one line
+    return text or type(err).__name__
+
+
 def main(argv: list[str] | None = None) -> int:
+    from skullrecon.download import DownloadError
+
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (ValueError, FileNotFoundError) as err:  # bad input: one clear line, no traceback
-        print(f"skullrecon {args.command}: error: {err}", file=sys.stderr)
+    except (ValueError, OSError, DownloadError) as err:  # bad input: one clear line, no traceback
+        print(f"skullrecon {args.command}: error: {_one_line(err)}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print(f"skullrecon {args.command}: interrupted", file=sys.stderr)
+        return 130
+    except Exception as err:  # noqa: BLE001 - a bug: still one line, the traceback on request
+        if os.environ.get("SKULLRECON_DEBUG"):
+            raise
+        print(f"skullrecon {args.command}: internal error: {type(err).__name__}: {_one_line(err)} "
+              "(set SKULLRECON_DEBUG=1 for the traceback)", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

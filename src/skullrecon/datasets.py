@@ -4,6 +4,12 @@ Both datasets keep ``complete_skull/NNN.nrrd``, ``defective_skull[/<type>]/NNN.n
 ``implant[/<type>]/NNN.nrrd`` under one folder per split; SkullBreak has a defect-type level,
 SkullFix has none. A downloaded copy, the synthetic dataset and the real SkullFix subset all go
 through the same :func:`list_cases` and :func:`validate_cases`.
+
+Two more layouts seen in the wild are read too: complete skulls under per-type folders
+(``complete_skull/<type>/NNN.nrrd``, as the paper's authors' code reads them) and a SkullBreak test
+folder as handed to challenge participants (``<type>/NNN.nrrd``: defective skulls only). Where a
+test folder has no ground truth, ``fallback_test_ids`` names the training skulls scored instead,
+and :func:`scored_on` says which was used.
 """
 
 from __future__ import annotations
@@ -17,7 +23,7 @@ import numpy as np
 
 from skullrecon.io import Volume, VolumeError, read_volume
 
-__all__ = ["Case", "Layout", "DatasetError", "list_cases", "list_healthy", "validate_cases"]
+__all__ = ["Case", "Layout", "DatasetError", "list_cases", "list_healthy", "validate_cases", "resolve_layout", "scored_on"]
 
 _ID = re.compile(r"^(\d+)\.nrrd$")
 
@@ -36,23 +42,52 @@ class Layout:
         types: defect-type subfolders (SkullBreak) or None (SkullFix: no type level).
         test_ids: case ids taken as the test split from ``train`` (a fixed, recorded split);
             they are then excluded from training.
+        fallback_test_ids: used only when the ``test`` folder has no ground truth (no
+            ``implant`` folder, e.g. SkullBreak's test set as handed to participants): these
+            training skulls become the test split instead, as ``test_ids`` would make them.
     """
 
     train: str
     test: str
     types: tuple[str, ...] | None = None
     test_ids: tuple[str, ...] | None = None
+    fallback_test_ids: tuple[str, ...] | None = None
 
     @classmethod
     def from_dict(cls, d: dict) -> Layout:
         types = d.get("types")
         test_ids = d.get("test_ids")
+        fallback = d.get("fallback_test_ids")
         return cls(
             train=d["train"],
             test=d["test"],
             types=tuple(types) if types else None,
             test_ids=tuple(f"{int(i):03d}" for i in test_ids) if test_ids else None,
+            fallback_test_ids=tuple(f"{int(i):03d}" for i in fallback) if fallback else None,
         )
+
+
+def resolve_layout(root: str | Path, layout: Layout) -> Layout:
+    """``layout`` itself, or, when its test folder has no ground truth and ``fallback_test_ids``
+    is set, the layout scoring those training skulls instead (the same for both splits)."""
+    if layout.fallback_test_ids is None or layout.test_ids is not None or _has_ground_truth(Path(root) / layout.test):
+        return layout
+    return Layout(layout.train, layout.train, layout.types, layout.fallback_test_ids)
+
+
+def _has_ground_truth(split_dir: Path) -> bool:
+    return (split_dir / "implant").is_dir() and any((split_dir / "implant").rglob("*.nrrd"))
+
+
+def scored_on(root: str | Path, layout: Layout) -> str:
+    """In words, which cases the test split of ``layout`` scores (for Table I)."""
+    resolved = resolve_layout(root, layout)
+    if resolved.test_ids is None:
+        return f"the test folder '{resolved.test}'"
+    ids = ", ".join(resolved.test_ids) if len(resolved.test_ids) <= 6 else (
+        f"{resolved.test_ids[0]}-{resolved.test_ids[-1]} ({len(resolved.test_ids)} skulls)")
+    why = " (the test folder has no ground truth)" if resolved is not layout else ""
+    return f"held-out training skulls {ids} of '{resolved.train}'{why}"
 
 
 @dataclass(frozen=True)
@@ -95,8 +130,11 @@ def list_cases(root: str | Path, layout: Layout, split: str) -> list[Case]:
     Raises:
         DatasetError: the split folder or its ``defective_skull`` folder is missing or empty.
     """
+    layout = resolve_layout(root, layout)
     base = _split_dir(Path(root), layout, split)
     defective_dir = base / "defective_skull"
+    if not defective_dir.is_dir() and layout.types and any((base / t).is_dir() for t in layout.types):
+        defective_dir = base  # a test folder as handed to participants: <type>/NNN.nrrd only
     if not defective_dir.is_dir():
         raise DatasetError(f"{defective_dir}: folder not found (dataset root {root}, split {split})")
     cases = []
@@ -107,6 +145,8 @@ def list_cases(root: str | Path, layout: Layout, split: str) -> list[Case]:
                 continue
             implant = base / "implant" / sub / f"{case_id}.nrrd"
             complete = base / "complete_skull" / f"{case_id}.nrrd"
+            if not complete.exists() and defect_type:  # complete_skull/<type>/NNN.nrrd
+                complete = base / "complete_skull" / sub / f"{case_id}.nrrd"
             cases.append(
                 Case(
                     name=f"{defect_type}_{case_id}" if defect_type else case_id,
@@ -128,8 +168,17 @@ def list_cases(root: str | Path, layout: Layout, split: str) -> list[Case]:
 
 def list_healthy(root: str | Path, layout: Layout, split: str = "train") -> list[tuple[str, Path]]:
     """The complete (healthy) skulls of a split: what the MAE trains on."""
+    layout = resolve_layout(root, layout)
     folder = _split_dir(Path(root), layout, split) / "complete_skull"
     found = [(i, folder / f"{i}.nrrd") for i in _ids(folder) if _keep(i, layout, split)]
+    if not found and layout.types:
+        # complete_skull/<type>/NNN.nrrd: the same skull under every type; the first type's copy
+        seen: dict[str, Path] = {}
+        for t in layout.types:
+            for i in _ids(folder / t):
+                if _keep(i, layout, split):
+                    seen.setdefault(i, folder / t / f"{i}.nrrd")
+        found = sorted(seen.items())
     if not found:
         raise DatasetError(f"{folder}: no healthy skulls (NNN.nrrd) found")
     return found

@@ -183,6 +183,8 @@ def download_file(
     """
     dest = Path(dest)
     _hasher(algorithm)  # fail early on a typo, before any network traffic
+    if dest.is_dir():
+        raise DownloadError(f"{dest}: the download destination is a folder, not a file; nothing was downloaded")
     if dest.exists():
         _verify_existing(dest, url, dest, checksum, algorithm)
         return dest
@@ -356,6 +358,29 @@ def _tar_entries(tf: tarfile.TarFile, archive: Path) -> list[_Entry]:
     return entries
 
 
+def _check_tree(entries: list[_Entry], archive: Path) -> None:
+    """Refuse entries that would need a path to be both a file and a folder, or a file twice."""
+    files: set[tuple[str, ...]] = set()
+    dirs: set[tuple[str, ...]] = set()
+    for e in entries:
+        if not e.parts:
+            continue
+        for i in range(1, len(e.parts)):
+            if e.parts[:i] in files:
+                raise ArchiveError(f"{archive}: entry {e.name!r} lies under {'/'.join(e.parts[:i])!r}, which the "
+                                   "archive also holds as a file; refusing to extract")
+            dirs.add(e.parts[:i])
+        if e.is_dir:
+            if e.parts in files:
+                raise ArchiveError(f"{archive}: entry {e.name!r} is a folder and also a file; refusing to extract")
+            dirs.add(e.parts)
+        elif e.parts in dirs or e.parts in files:
+            what = "a folder" if e.parts in dirs else "another file"
+            raise ArchiveError(f"{archive}: entry {e.name!r} has the same path as {what}; refusing to extract")
+        else:
+            files.add(e.parts)
+
+
 def _copy_limited(src: IO[bytes], dst: IO[bytes], budget: int, archive: Path, name: str, limit: int) -> int:
     """Copy, counting bytes actually produced: a zip's declared sizes can lie (zip bombs)."""
     written = 0
@@ -425,6 +450,8 @@ def extract_archive(
     if marker is not None and marker.get("sha256") == digest:
         return _listing(target)
 
+    if target.exists():
+        _check_replaceable(target)  # before any work: never delete what we did not extract
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.extracting-", dir=target.parent))
     try:
@@ -433,15 +460,42 @@ def extract_archive(
         checksums["sha256"] = digest
         info = {"archive": archive.name, "sha256": digest, "checksums": checksums, "files": n_files,
                 "extracted_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+        info["listing"] = [p.relative_to(tmp).as_posix() for p in _listing(tmp)]
         (tmp / MARKER_NAME).write_text(json.dumps(info, indent=1) + "\n")
-        if target.exists():
-            # An earlier, incomplete or outdated extraction (no marker, or another archive's).
-            shutil.rmtree(target)
+        old = None
+        if target.exists():  # an earlier extraction of ours (checked above), moved aside, then removed
+            old = Path(tempfile.mkdtemp(prefix=f".{target.name}.replaced-", dir=target.parent))
+            os.rename(target, old / target.name)
         os.rename(tmp, target)
+        if old is not None:
+            shutil.rmtree(old)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return _listing(target)
+
+
+def _check_replaceable(target: Path) -> None:
+    """Refuse to replace ``target`` unless it is empty or exactly an extraction of ours.
+
+    Ours means a ``.complete`` marker whose recorded listing (or, for older markers, file count)
+    matches the folder: a folder holding anything else may hold the user's own files.
+    """
+    if not target.is_dir():
+        raise ArchiveError(f"{target}: the extraction target exists and is not a folder; refusing to replace it")
+    present = _listing(target)
+    if not present:
+        return
+    marker = _read_marker(target) or {}
+    rel = [p.relative_to(target).as_posix() for p in present]
+    listing = marker.get("listing")
+    ours = sorted(rel) == sorted(listing) if isinstance(listing, list) else (marker and marker.get("files") == len(rel))
+    if not ours:
+        foreign = sorted(set(rel) - set(listing)) if isinstance(listing, list) else rel
+        raise ArchiveError(
+            f"{target}: the extraction target already holds files that are not a complete extraction of ours "
+            f"(e.g. {(foreign or rel)[0]}); refusing to delete them - move them away or extract elsewhere"
+        )
 
 
 def _open_archive(archive: Path) -> tuple[str, Any]:
@@ -468,6 +522,7 @@ def _extract_into(archive: Path, tmp: Path, max_total_bytes: int, max_files: int
                 f"{archive}: {len(entries)} entries exceed the limit of {max_files} (max_files); "
                 f"refusing to extract (first entry over the limit: {entries[max_files].name!r})"
             )
+        _check_tree(entries, archive)
         declared = 0
         for e in entries:
             declared += e.size
@@ -529,6 +584,8 @@ def validate_sources(data: dict, where: str = "sources.json") -> None:
     if not isinstance(datasets, dict) or not datasets:
         raise ValueError(f"{where}: needs a non-empty 'datasets' object")
     for name, ds in datasets.items():
+        if isinstance(ds, dict) and "provenance" in ds and not (isinstance(ds["provenance"], str) and ds["provenance"]):
+            problems.append(f"{name}: 'provenance' must be a non-empty string")
         archives = ds.get("archives") if isinstance(ds, dict) else None
         if not isinstance(archives, list) or not archives:
             problems.append(f"{name}: needs a non-empty 'archives' list")
@@ -621,11 +678,14 @@ def fetch_dataset(
         target = dataset_root / a["extract_to"]
         if _already_extracted(target, a):
             continue  # the archive itself may have been deleted to save space; not needed
+        if target.exists():
+            _check_replaceable(target)  # before a multi-GB download that could not be extracted there
         archive = root / "archives" / a["filename"]
         checksum = a["checksum"]
         algorithm = checksum["algorithm"] if checksum else "sha256"
         value = checksum["value"].lower() if checksum else None
-        _download_any([a["url"], *a.get("mirrors", [])], archive, value, algorithm, progress, timeout, retries)
+        note = data["datasets"][name].get("provenance")
+        _download_any([a["url"], *a.get("mirrors", [])], archive, value, algorithm, progress, timeout, retries, note)
         known = value if algorithm == "sha256" else (_read_record(archive) if value is None else None)
         extra = {algorithm: value} if value is not None else None
         extract_archive(archive, target, archive_sha256=known, extra_checksums=extra)
@@ -633,21 +693,29 @@ def fetch_dataset(
 
 
 def _download_any(
-    urls: list[str], archive: Path, value: str | None, algorithm: str, progress: bool, timeout: float, retries: int
+    urls: list[str], archive: Path, value: str | None, algorithm: str, progress: bool, timeout: float, retries: int,
+    note: str | None = None,
 ) -> None:
-    """Try the published URL, then each mirror; a mirror is only tried when the previous one failed."""
+    """Try the published URL, then each mirror; a mirror is only tried when the previous one failed.
+
+    ``note`` (the registry's ``provenance`` of the dataset: who published the archive, and where
+    else to get it) ends every error message.
+    """
     errors: list[str] = []
+    tail = f" Where the data come from: {note}" if note else ""
     for url in urls:
         try:
             download_file(url, archive, value, algorithm, progress=progress, timeout=timeout, retries=retries)
             return
         except DownloadError as err:
-            if archive.exists():
-                raise  # a copy already at the destination that does not verify: no mirror fixes that
+            if archive.exists() and not archive.is_dir():
+                raise DownloadError(f"{err}{tail}") from err  # a copy at the destination that does not verify
+            if archive.is_dir():
+                raise
             errors.append(str(err))
     if len(errors) == 1:
-        raise DownloadError(errors[0])
-    raise DownloadError(f"every location of {archive.name} failed:\n  - " + "\n  - ".join(errors))
+        raise DownloadError(errors[0] + tail)
+    raise DownloadError(f"every location of {archive.name} failed:\n  - " + "\n  - ".join(errors) + ("\n" + tail.strip() if tail else ""))
 
 
 def _already_extracted(target: Path, entry: dict) -> bool:

@@ -22,7 +22,30 @@ __all__ = [
     "write_volume",
     "atomic_path",
     "volume_format",
+    "max_voxels",
+    "same_grid",
 ]
+
+#: Voxel spacing outside this range (mm) is refused: no head CT is finer than 10 micrometres or
+#: coarser than 5 cm, and such values come from broken headers.
+SPACING_RANGE_MM = (0.01, 50.0)
+#: Default cap on a volume's voxel count, checked from the header before any data is read: 2^28 =
+#: 512 x 512 x 1024, twice the largest SkullBreak/SkullFix scan. ``SKULLRECON_MAX_VOXELS`` changes it.
+DEFAULT_MAX_VOXELS = 2**28
+
+
+def max_voxels() -> int:
+    """The voxel-count cap: ``SKULLRECON_MAX_VOXELS`` if set, else :data:`DEFAULT_MAX_VOXELS`."""
+    value = os.environ.get("SKULLRECON_MAX_VOXELS")
+    if value is None:
+        return DEFAULT_MAX_VOXELS
+    try:
+        cap = int(value)
+    except ValueError:
+        raise ValueError(f"SKULLRECON_MAX_VOXELS={value!r} is not a whole number of voxels") from None
+    if cap <= 0:
+        raise ValueError(f"SKULLRECON_MAX_VOXELS={value!r} must be positive")
+    return cap
 
 
 class VolumeError(ValueError):
@@ -74,39 +97,68 @@ def volume_format(path: str | os.PathLike) -> str:
     raise VolumeError(f"{path}: unknown volume format (expected .nrrd, .nii or .nii.gz)")
 
 
-def _nrrd_affine(header: dict, ndim: int) -> np.ndarray:
+def _nrrd_affine(header: dict, path: Path) -> np.ndarray:
+    """Index -> mm from 'space directions' (or 'spacings'); a header without either is an error.
+
+    Assuming 1 mm isotropic voxels would silently put every distance (band, HD95, morphology) on
+    the wrong scale, so a skull without geometry is refused rather than guessed.
+    """
     affine = np.eye(4)
     directions = header.get("space directions")
     if directions is not None:
-        rows = [np.asarray(d, float) for d in directions if d is not None and not _is_nan_vector(d)]
-        if len(rows) == ndim:
-            affine[:3, :3] = np.stack(rows, axis=1)  # column j = direction of array axis j
+        if len(directions) != 3:
+            raise VolumeError(f"{path}: 'space directions' has {len(directions)} rows, expected 3")
+        for axis, d in enumerate(directions):
+            vec = None if d is None else np.asarray(d, float)
+            if vec is None or vec.shape != (3,) or not np.all(np.isfinite(vec)):
+                raise VolumeError(
+                    f"{path}: NRRD 'space directions' of axis {axis} is {'none' if d is None else vec.tolist()}: "
+                    "every axis of a skull volume needs a finite spatial direction"
+                )
+        affine[:3, :3] = np.stack([np.asarray(d, float) for d in directions], axis=1)  # column j = axis j
     elif "spacings" in header:
-        affine[:3, :3] = np.diag(np.asarray(header["spacings"], float))
+        spacings = np.asarray(header["spacings"], float)
+        if spacings.shape != (3,) or not np.all(np.isfinite(spacings)):
+            raise VolumeError(f"{path}: NRRD 'spacings' {spacings.tolist()} are not 3 finite voxel sizes")
+        affine[:3, :3] = np.diag(spacings)
+    else:
+        raise VolumeError(
+            f"{path}: NRRD header has no voxel geometry ('space directions' or 'spacings'); refusing to "
+            "assume 1 mm voxels - add the spacing to the header (e.g. save it from 3D Slicer)"
+        )
     origin = header.get("space origin")
     if origin is not None:
-        affine[:3, 3] = np.asarray(origin, float)
+        origin = np.asarray(origin, float)
+        if origin.shape != (3,) or not np.all(np.isfinite(origin)):
+            raise VolumeError(f"{path}: NRRD 'space origin' {origin.tolist()} is not a finite 3-D point")
+        affine[:3, 3] = origin
     return affine
 
 
-def _is_nan_vector(d: Any) -> bool:
-    try:
-        return bool(np.all(np.isnan(np.asarray(d, float))))
-    except (TypeError, ValueError):
-        return False
+def _check_size(path: Path, shape: tuple[int, ...], cap: int | None) -> None:
+    cap = max_voxels() if cap is None else cap
+    n = int(np.prod([int(s) for s in shape], dtype=np.float64))
+    if n > cap:
+        raise VolumeError(
+            f"{path}: the header declares {' x '.join(str(int(s)) for s in shape)} = {n} voxels, over the limit "
+            f"of {cap} (set SKULLRECON_MAX_VOXELS to allow more); nothing was decompressed"
+        )
 
 
-def read_volume(path: str | os.PathLike, binary: bool = True) -> Volume:
+def read_volume(path: str | os.PathLike, binary: bool = True, voxel_limit: int | None = None) -> Volume:
     """Read an NRRD or NIfTI volume and check it can be used.
 
     Args:
         path: the file.
         binary: require values in {0, 1} and return uint8 (default). With ``False`` the data
             are returned as stored (still checked for NaN and dimensionality).
+        voxel_limit: most voxels the header may declare (default :func:`max_voxels`); checked
+            before the data are read, so a small compressed file cannot expand to gigabytes.
 
     Raises:
-        VolumeError: unreadable or truncated file, not 3-D, NaN values, a non-binary volume
-            where a binary one is required, or a degenerate voxel spacing. The message names the file.
+        VolumeError: unreadable or truncated file, too many voxels, not 3-D, NaN values, a
+            non-binary volume where a binary one is required, no or non-finite geometry (NRRD),
+            or a voxel spacing outside :data:`SPACING_RANGE_MM`. The message names the file.
     """
     path = Path(path)
     if not path.is_file():
@@ -116,14 +168,17 @@ def read_volume(path: str | os.PathLike, binary: bool = True) -> Volume:
         if fmt == "nrrd":
             import nrrd
 
+            _check_size(path, tuple(nrrd.read_header(str(path)).get("sizes", ())), voxel_limit)
             array, header = nrrd.read(str(path))
-            affine = _nrrd_affine(header, array.ndim)
         else:
             import nibabel as nib
 
             img = nib.load(str(path))
+            _check_size(path, img.shape, voxel_limit)
             array = np.asanyarray(img.dataobj)
             header, affine = img.header, np.asarray(img.affine, float)
+    except VolumeError:
+        raise
     except Exception as err:  # noqa: BLE001 - any reader failure means the same thing to the user
         raise VolumeError(f"{path}: cannot read {fmt.upper()} file ({type(err).__name__}: {err})") from err
 
@@ -131,13 +186,39 @@ def read_volume(path: str | os.PathLike, binary: bool = True) -> Volume:
         raise VolumeError(f"{path}: expected a 3-D volume, got shape {array.shape}")
     if np.issubdtype(array.dtype, np.floating) and np.isnan(array).any():
         raise VolumeError(f"{path}: volume contains NaN values")
+    if fmt == "nrrd":
+        affine = _nrrd_affine(header, path)
     spacing = np.linalg.norm(affine[:3, :3], axis=0)
-    if not np.all(np.isfinite(spacing)) or np.any(spacing <= 0) or np.any(spacing > 50):
-        raise VolumeError(f"{path}: implausible voxel spacing {spacing.round(4).tolist()} mm")
+    lo, hi = SPACING_RANGE_MM
+    if not np.all(np.isfinite(affine)) or not np.all((spacing >= lo) & (spacing <= hi)):
+        raise VolumeError(
+            f"{path}: implausible voxel spacing {spacing.tolist()} mm (expected {lo} to {hi} mm per axis)"
+        )
     stored_dtype = str(array.dtype)
     if binary:
         array = as_binary(array, path)
     return Volume(array, affine, header, path, fmt, {"dtype": stored_dtype})
+
+
+def _lps_affine(vol: Volume) -> np.ndarray:
+    """The volume's affine in LPS (NIfTI stores RAS: x and y flip)."""
+    affine = np.asarray(vol.affine, float)
+    return np.diag([-1.0, -1.0, 1.0, 1.0]) @ affine if vol.format == "nifti" else affine
+
+
+def same_grid(a: Volume, b: Volume, tol_mm: float = 1e-3) -> str | None:
+    """None when ``a`` and ``b`` share shape, spacing, direction and origin (within ``tol_mm``);
+    otherwise what differs, in words."""
+    if a.shape != b.shape:
+        return f"shape {a.shape} vs {b.shape}"
+    fa, fb = _lps_affine(a), _lps_affine(b)
+    if not np.allclose(a.spacing, b.spacing, rtol=0, atol=tol_mm):
+        return f"spacing {np.round(a.spacing, 4).tolist()} vs {np.round(b.spacing, 4).tolist()} mm"
+    if not np.allclose(fa[:3, :3] / a.spacing, fb[:3, :3] / b.spacing, rtol=0, atol=1e-4):
+        return "direction (axis orientation) differs"
+    if not np.allclose(fa[:3, 3], fb[:3, 3], rtol=0, atol=tol_mm):
+        return f"origin {np.round(fa[:3, 3], 3).tolist()} vs {np.round(fb[:3, 3], 3).tolist()} mm"
+    return None
 
 
 def as_binary(array: np.ndarray, path: Any = "<array>") -> np.ndarray:

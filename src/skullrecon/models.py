@@ -1,13 +1,16 @@
 """The networks (MONAI, not rewritten) and self-contained model files.
 
-A model file holds the weights together with everything reconstruction needs (architecture and
-its arguments, grid, preprocessing and post-processing settings, the task), so a single file is
-enough to reconstruct a new skull. Files are read with ``weights_only=True``.
+A trained network file holds the weights with what training determined (architecture and its
+arguments, grid, preprocessing margin, task, training settings). The pipeline's deliverable model
+file (``models/<method>.pt``) adds the run's post-processing settings with :func:`bundle_model`, so
+that single file is enough to reconstruct a new skull, while changing post-processing never
+retrains a network. Files are read with ``weights_only=True``.
 """
 
 from __future__ import annotations
 
 import os
+import platform
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +19,12 @@ from torch import nn
 
 from skullrecon.io import atomic_path
 
-__all__ = ["ARCHITECTURES", "build_network", "save_model", "load_model"]
+__all__ = ["ARCHITECTURES", "MAX_GRID", "build_network", "save_model", "load_model", "bundle_model", "validate_spec",
+           "pick_device"]
+
+#: Largest cubic grid a model file may ask for (the paper uses 256); a grid of 100000 would try
+#: to allocate petabytes before failing.
+MAX_GRID = 512
 
 # name -> MONAI class path; the config schema lists the same names.
 ARCHITECTURES = {
@@ -61,9 +69,7 @@ def save_model(path: str | os.PathLike, net: nn.Module, spec: dict[str, Any]) ->
     return Path(path)
 
 
-def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> tuple[nn.Module, dict[str, Any]]:
-    """Rebuild the network from a model file alone; returns ``(network in eval mode, spec)``."""
-    path = Path(path)
+def _read(path: Path) -> dict[str, Any]:
     if not path.is_file():
         raise FileNotFoundError(f"{path}: model file not found")
     try:
@@ -72,14 +78,112 @@ def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> t
         raise ValueError(f"{path}: not a readable skullrecon model file ({err})") from err
     if not isinstance(blob, dict) or blob.get("format") != "skullrecon-model/1":
         raise ValueError(f"{path}: not a skullrecon model file")
-    spec = blob["spec"]
-    net = build_network(spec["arch"], spec["network"], spec["grid"])
-    net.load_state_dict(blob["state_dict"])
+    return blob
+
+
+def bundle_model(network_path: str | os.PathLike, postprocess: dict[str, Any], out_path: str | os.PathLike) -> Path:
+    """The deliverable model file: a trained network file plus the post-processing settings.
+
+    Kept apart from training so that post-processing settings never enter a training job.
+    """
+    network_path = Path(network_path)
+    blob = _read(network_path)
+    spec = {**blob["spec"], "postprocess": dict(postprocess)}
+    validate_spec(spec, network_path, need_postprocess=True)  # bad settings fail here, not in a designer's hands
+    blob["spec"] = spec
+    with atomic_path(out_path) as tmp:
+        torch.save(blob, tmp)
+    return Path(out_path)
+
+
+def load_model(path: str | os.PathLike, device: str | torch.device = "cpu",
+               need_postprocess: bool = False) -> tuple[nn.Module, dict[str, Any]]:
+    """Rebuild the network from a model file alone; returns ``(network in eval mode, spec)``.
+
+    A trained network file (``networks/``) has no post-processing settings; reconstruction needs
+    them (``need_postprocess``), so it takes a bundled ``models/`` file.
+    """
+    path = Path(path)
+    blob = _read(path)
+    spec = blob.get("spec")
+    validate_spec(spec, path, need_postprocess)
+    if not isinstance(blob.get("state_dict"), dict):
+        raise ValueError(f"{path}: model file has no weights ('state_dict')")
+    try:
+        net = build_network(spec["arch"], spec["network"], spec["grid"])
+        net.load_state_dict(blob["state_dict"])
+    except (TypeError, ValueError, RuntimeError, KeyError) as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ValueError(f"{path}: the weights do not fit the network its spec describes ({first})") from err
     return net.to(device).eval(), spec
 
 
+def validate_spec(spec: Any, path: str | os.PathLike = "model", need_postprocess: bool = True) -> None:
+    """Raise ValueError (naming ``path``) unless ``spec`` holds what reconstruction reads, with sane values.
+
+    Post-processing settings are checked when present, and required with ``need_postprocess``.
+    """
+    from skullrecon.postprocess import PostprocessConfig
+
+    if not isinstance(spec, dict):
+        raise ValueError(f"{path}: model file has no spec")
+    missing = [k for k in ("arch", "network", "grid", "margin", "task") if k not in spec]
+    if need_postprocess and "postprocess" not in spec:
+        raise ValueError(f"{path}: a trained network without post-processing settings; reconstruct with the "
+                         "pipeline's models/<method>.pt (the network bundled with them)")
+    if missing:
+        raise ValueError(f"{path}: model spec lacks {missing}")
+    if spec["arch"] not in ARCHITECTURES:
+        raise ValueError(f"{path}: model spec arch {spec['arch']!r} is not one of {sorted(ARCHITECTURES)}")
+    net = spec["network"]
+    if not isinstance(net, dict) or not all(isinstance(k, str) for k in net):
+        raise ValueError(f"{path}: model spec 'network' must be a mapping of constructor arguments, got {net!r}")
+    for key in ("in_channels", "out_channels"):
+        if net.get(key, 1) != 1:
+            raise ValueError(f"{path}: model spec network {key} is {net[key]!r}; skull models take and give 1 channel")
+    grid = spec["grid"]
+    if isinstance(grid, bool) or not isinstance(grid, int) or not 16 <= grid <= MAX_GRID:
+        raise ValueError(f"{path}: model spec grid must be a whole number from 16 to {MAX_GRID}, got {grid!r}")
+    margin = spec["margin"]
+    if isinstance(margin, bool) or not isinstance(margin, (int, float)) or not 0 <= margin < 1:
+        raise ValueError(f"{path}: model spec margin must be a fraction in [0, 1), got {margin!r}")
+    if spec["task"] not in ("reconstruct", "implant"):
+        raise ValueError(f"{path}: model spec task must be 'reconstruct' or 'implant', got {spec['task']!r}")
+    if "postprocess" not in spec:
+        return
+    if not isinstance(spec["postprocess"], dict):
+        raise ValueError(f"{path}: model spec 'postprocess' must be a mapping, got {spec['postprocess']!r}")
+    try:
+        PostprocessConfig.from_dict(spec["postprocess"])
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"{path}: model spec {err}") from err
+
+
 def pick_device(device: str = "auto") -> torch.device:
-    """'auto' -> the GPU when there is one, else the CPU."""
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
+    """'auto' -> the GPU when there is one, else the CPU; 'cuda' without a usable GPU is an error.
+
+    'auto' is an error too when the scheduler gave this job a GPU (``CUDA_VISIBLE_DEVICES`` names
+    one) that torch cannot use: a CPU-only torch build on a GPU node would otherwise train on the
+    CPU for a whole time limit. The check costs no more than importing torch, so a misplaced job
+    stops within seconds, naming its node.
+    """
+    if device != "auto":
+        try:
+            dev = torch.device(device)
+        except (RuntimeError, TypeError, ValueError):
+            raise ValueError(f"device {device!r} is not a device (use auto, cpu, cuda or cuda:N)") from None
+        if dev.type not in ("cpu", "cuda"):
+            raise ValueError(f"device {device!r} is not supported (use auto, cpu, cuda or cuda:N)")
+        if dev.type == "cpu":
+            return dev
+    if torch.cuda.is_available():
+        return torch.device("cuda") if device == "auto" else dev
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES", "").strip()
+    allocated = visible not in ("", "-1", "none", "NoDevFiles")
+    if device == "auto" and not allocated:
+        return torch.device("cpu")
+    why = (f"the job was given GPU(s) CUDA_VISIBLE_DEVICES={visible}" if allocated
+           else f"device {device!r} was asked for")
+    raise ValueError(f"no usable CUDA GPU on node {platform.node()}: {why}, but torch {torch.__version__} "
+                     f"(CUDA build {torch.version.cuda}) finds none; fix the node or the torch install, "
+                     "or set device: cpu")

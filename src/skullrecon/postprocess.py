@@ -36,6 +36,18 @@ class PostprocessConfig:
     largest_component: bool = True
     threshold: float = 0.5
 
+    def __post_init__(self) -> None:
+        # a threshold of -1 or a NaN radius gives a meaningless implant with no error: refuse them
+        for name in ("closing_mm", "opening_mm"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1000:
+                raise ValueError(f"post-processing {name} must be a radius in mm >= 0, got {value!r}")
+        t = self.threshold
+        if isinstance(t, bool) or not isinstance(t, (int, float)) or not 0 < t < 1:
+            raise ValueError(f"post-processing threshold must be a probability strictly between 0 and 1, got {t!r}")
+        if not isinstance(self.largest_component, bool):
+            raise ValueError(f"post-processing largest_component must be true or false, got {self.largest_component!r}")
+
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> PostprocessConfig:
         return from_mapping(cls, d, "post-processing")

@@ -401,6 +401,10 @@ def preprocess_split(root, layout, split: str, out_dir, grid: int, margin: float
     try:
         validate_cases(cases, healthy, require_ground_truth=split == "train", on_healthy=on_healthy, on_case=on_case)
         pd.DataFrame(rows).to_csv(stage / "cases.tsv", sep="\t", index=False)
+        if split == "test":  # which cases are scored (a test folder or held-out training skulls), for Table I
+            from skullrecon.datasets import scored_on
+
+            (stage / "scored_on.txt").write_text(scored_on(root, layout) + "\n")
     except BaseException:
         shutil.rmtree(stage, ignore_errors=True)  # a broken dataset writes nothing
         raise
@@ -447,4 +451,8 @@ def reference_preprocess_split(root, layout, split: str, out_dir, grid: int, mar
         grid_skull, geom = grid_of(skull.array, skull.spacing)
         save_case(out_dir / "healthy" / f"{case_id}.npz", geom, complete=grid_skull)
     pd.DataFrame(rows).to_csv(out_dir / "cases.tsv", sep="\t", index=False)
+    if split == "test":  # which cases are scored (a test folder or held-out training skulls), for Table I
+        from skullrecon.datasets import scored_on
+
+        (out_dir / "scored_on.txt").write_text(scored_on(root, layout) + "\n")
     return {"cases": len(rows), "healthy": len(healthy)}

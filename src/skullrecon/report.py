@@ -27,6 +27,7 @@ __all__ = [
     "plot_figure4",
     "plot_figure3",
     "plot_masking_examples",
+    "plot_training_curves",
     "write_provenance",
 ]
 
@@ -51,6 +52,8 @@ def evaluate_method(implants_dir: str | Path, cases_tsv: str | Path, out_csv: st
     without ground truth is an error too, since it cannot be scored.
     """
     cases = pd.read_csv(cases_tsv, sep="\t", dtype=str, keep_default_na=False)
+    note = Path(cases_tsv).parent / "scored_on.txt"  # written by preprocess_split for the test split
+    scored = note.read_text().strip() if note.is_file() else ""
     rows = []
     for case in cases.itertuples():
         if not case.implant:
@@ -59,7 +62,7 @@ def evaluate_method(implants_dir: str | Path, cases_tsv: str | Path, out_csv: st
         gt = read_volume(case.implant)
         defective = read_volume(case.defective)
         result = evaluate_case(pred.array, gt.array, defective.array, gt.spacing, margin_mm)
-        rows.append({"case": case.name, "defect_type": case.defect_type, **result})
+        rows.append({"case": case.name, "defect_type": case.defect_type, **result, "scored_on": scored})
         print(f"{case.name}: {result}")
     table = pd.DataFrame(rows)
     Path(out_csv).parent.mkdir(parents=True, exist_ok=True)
@@ -88,6 +91,8 @@ def summarise(csv_paths: Sequence[str | Path]) -> pd.DataFrame:
     for (dataset, method), group in data.groupby(["dataset", "method"], sort=False):
         row: dict[str, Any] = {"dataset": dataset, "method": method, "cases": len(group),
                                "failed": int(group["empty_prediction"].astype(bool).sum())}
+        if "scored_on" in group:  # which cases: the test folder, or held-out training skulls
+            row["scored_on"] = "; ".join(dict.fromkeys(v for v in group["scored_on"] if isinstance(v, str) and v))
         for metric in METRICS:
             values = group[metric].astype(float)
             row[f"{metric}_mean"] = float(values.mean()) if values.notna().any() else float("nan")
@@ -108,6 +113,9 @@ def write_table1(csv_paths: Sequence[str | Path], out_csv: str | Path, out_md: s
              "Mean / median per method; `paper` columns are the published values (mean).", ""]
     for dataset, block in table.groupby("dataset", sort=False):
         lines += [f"## {DATASET_LABELS.get(dataset, dataset)}", ""]
+        notes = [n for n in dict.fromkeys(block.get("scored_on", ())) if isinstance(n, str) and n]
+        if notes:
+            lines += [f"Scored on {'; '.join(notes)}.", ""]
         header = ["Method", "Cases", "Failed"] + [f"{METRIC_LABELS[m]} mean / median" for m in METRICS]
         if paper is not None:
             header += [f"{METRIC_LABELS[m]} paper" for m in METRICS]
@@ -223,24 +231,59 @@ def plot_masking_examples(train_dirs: Sequence[str | Path], masking: dict[str, A
     masking_examples(skulls, spacing, cfg_d, cfg_nd, out_png, seed=seed)
 
 
-def write_provenance(config: dict[str, Any], out_yaml: str | Path) -> None:
-    """The resolved config of a run, and ``env.json`` beside it (versions, git commit, host)."""
+def plot_training_curves(csv_paths: Sequence[str | Path], out_png: str | Path) -> None:
+    """Training loss and validation DSC per epoch, one line per trained network (``training/*.csv``)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    if not csv_paths:
+        raise ValueError("no training logs given")
+    fig, (ax_loss, ax_dsc) = plt.subplots(1, 2, figsize=(13, 4.5))
+    for path in csv_paths:
+        history = pd.read_csv(path)
+        missing = {"epoch", "train_loss", "val_dsc"} - set(history.columns)
+        if missing:
+            raise ValueError(f"{path}: not a training log (no {sorted(missing)} columns)")
+        name = Path(path).stem
+        method, _, dataset = name.partition("_") if not name.startswith("mae_") else (name, "", "")
+        label = METHOD_LABELS.get(method, method) + (f" ({DATASET_LABELS.get(dataset, dataset)})" if dataset else "")
+        style = "-" if name.startswith("mae_") else "--"
+        ax_loss.plot(history["epoch"], history["train_loss"], style, label=label)
+        ax_dsc.plot(history["epoch"], history["val_dsc"], style, marker="." if len(history) < 20 else None, label=label)
+    ax_loss.set(xlabel="epoch", ylabel="training loss (soft Dice)", title="Training loss")
+    ax_dsc.set(xlabel="epoch", ylabel="validation DSC", title="Validation DSC", ylim=(-0.02, 1.02))
+    for ax in (ax_loss, ax_dsc):
+        ax.grid(alpha=0.3)
+    ax_dsc.legend(fontsize=7, loc="lower right", ncol=2)
+    fig.tight_layout()
+    fig.savefig(out_png, dpi=110)
+    plt.close(fig)
+
+
+def write_provenance(config: dict[str, Any], out_yaml: str | Path, out_env: str | Path | None = None,
+                     source_dir: str | Path | None = None) -> None:
+    """The resolved config of a run, and ``env.json`` (versions, git commit of ``source_dir``, host)."""
     import yaml
 
     out_yaml = Path(out_yaml)
     out_yaml.parent.mkdir(parents=True, exist_ok=True)
     out_yaml.write_text(yaml.safe_dump(json.loads(json.dumps(config)), sort_keys=False))
     env = {"python": platform.python_version(), "host": platform.node(), "platform": platform.platform()}
-    for pkg in ("torch", "monai", "numpy", "snakemake"):
+    from importlib.metadata import PackageNotFoundError, version
+
+    for pkg in ("skullrecon", "torch", "monai", "numpy", "snakemake", "snakemake-executor-plugin-slurm"):
         try:
-            env[pkg] = __import__(pkg).__version__
-        except ImportError:
+            env[pkg] = version(pkg)
+        except PackageNotFoundError:
             env[pkg] = None
     try:
-        env["git_commit"] = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
+        git = ["git", "-C", str(source_dir or ".")]
+        env["git_commit"] = subprocess.run([*git, "rev-parse", "HEAD"], capture_output=True, text=True,
                                            check=True).stdout.strip()
-        env["git_dirty"] = bool(subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
+        env["git_dirty"] = bool(subprocess.run([*git, "status", "--porcelain", "--untracked-files=no"],
                                                capture_output=True, text=True).stdout.strip())
     except (OSError, subprocess.CalledProcessError):
         env["git_commit"] = None
-    (out_yaml.parent / "env.json").write_text(json.dumps(env, indent=2))
+    Path(out_env or out_yaml.parent / "env.json").write_text(json.dumps(env, indent=2))

@@ -425,6 +425,7 @@ def generate_dataset(
     """
     t_start = time.perf_counter()
     root = Path(root)
+    _check_numbers(n_train, n_test, n_test_skulls, shape, spacing)
     shape = tuple(int(s) for s in shape)
     spacing = tuple(float(s) for s in spacing)
     if dataset == "skullbreak":
@@ -440,6 +441,7 @@ def generate_dataset(
             raise ValueError(f"unknown defect type {k!r}; expected some of {DEFECT_KINDS}")
     if len(shape) != 3 or min(shape) < 16:
         raise ValueError(f"shape must be three sizes of at least 16 voxels, got {shape}")
+    _clear_own_dataset(root)  # refuses a folder holding anything this generator did not write
     fov = np.asarray(shape) * np.asarray(spacing)
     origin = tuple(float(o) for o in -(fov / 2) + np.asarray(spacing) / 2)
 
@@ -487,9 +489,63 @@ def generate_dataset(
     summary["seconds"] = round(time.perf_counter() - t_start, 2)
 
     root.mkdir(parents=True, exist_ok=True)
-    (root / "generation.json").write_text(json.dumps(summary, indent=1) + "\n")
     (root / "README.md").write_text(_readme(summary))
+    (root / "generation.json").write_text(json.dumps(summary, indent=1) + "\n")  # last: marks the set finished
     return summary
+
+
+def _check_numbers(n_train, n_test, n_test_skulls, shape, spacing) -> None:
+    """Counts are whole numbers >= 0 and spacings lie in the range every reader accepts, so a
+    dataset is never written that cannot be read back."""
+    from .io import SPACING_RANGE_MM
+
+    for name, n in (("n_train", n_train), ("n_test", n_test), ("n_test_skulls", n_test_skulls)):
+        if n is None and name == "n_test_skulls":
+            continue
+        if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 0:
+            raise ValueError(f"{name} must be a whole number >= 0, got {n!r}")
+    values = np.asarray(spacing, dtype=float).reshape(-1)
+    lo, hi = SPACING_RANGE_MM
+    if values.shape != (3,) or not np.all(np.isfinite(values)) or not np.all((values >= lo) & (values <= hi)):
+        raise ValueError(f"spacing must be three voxel sizes from {lo} to {hi} mm, got {list(spacing)}")
+    if len(tuple(shape)) != 3 or not all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in shape):
+        raise ValueError(f"shape must be three whole numbers of voxels, got {list(shape)}")
+
+
+def _clear_own_dataset(root: Path) -> None:
+    """Make ``root`` ready for a new dataset without touching anything this generator did not write.
+
+    An absent or empty folder is used as it is. A folder whose ``generation.json`` (written last
+    by an earlier run) lists every file in it is an earlier synthetic dataset: its files are
+    removed, so no stale case of a larger earlier run remains. Anything else (a real dataset, a
+    half-written one, any other file) is refused with the first foreign file named.
+    """
+    if not root.exists():
+        return
+    if not root.is_dir():
+        raise ValueError(f"{root}: exists and is not a folder")
+    present = sorted(p for p in root.rglob("*") if p.is_file() or p.is_symlink())
+    if not present:
+        return
+    listed: set[str] = set()
+    try:
+        summary = json.loads((root / "generation.json").read_text())
+        if summary.get("generator") == "skullrecon.synthetic":
+            listed = {"generation.json", "README.md"}
+            for split in summary["splits"].values():
+                for c in split["cases"]:
+                    listed.update((c["complete"], c["defective"], c["implant"]))
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        listed = set()
+    foreign = [p for p in present if p.relative_to(root).as_posix() not in listed]
+    if foreign:
+        raise ValueError(
+            f"{foreign[0]}: {root} already holds files that skullrecon synthetic did not write "
+            f"({len(foreign)} in all); refusing to write a dataset over them - choose an empty or new folder"
+        )
+    (root / "generation.json").unlink()  # first: a run killed from here on leaves no finished-looking dataset
+    for p in present:
+        p.unlink(missing_ok=True)
 
 
 def _readme(s: dict) -> str:

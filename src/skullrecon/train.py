@@ -359,7 +359,6 @@ def train_run(
     train: dict[str, Any],
     grid: int,
     margin: float,
-    postprocess: dict[str, Any],
     masking: dict[str, Any] | None = None,
     augment: dict[str, Any] | None = None,
     device: str = "auto",
@@ -367,16 +366,18 @@ def train_run(
     """One pipeline training job: gather the cases, train, and copy the epoch log beside the model.
 
     The MAE (``task='reconstruct'``) trains on ``healthy/*.npz`` of every input directory,
-    the baselines on ``cases/*.npz`` (defective skull -> implant).
+    the baselines on ``cases/*.npz`` (defective skull -> implant). The network file holds what
+    training determined; post-processing settings are added later (:func:`~skullrecon.models.bundle_model`),
+    so they neither enter the checkpoint fingerprint nor make a settings change retrain.
     """
     import shutil
 
+    pick_device(device)  # a GPU job on a node without CUDA stops here, before reading any data
     sub = "healthy" if task == "reconstruct" else "cases"
     files = sorted(f for d in input_dirs for f in (Path(d) / sub).glob("*.npz"))
     if not files:
         raise FileNotFoundError(f"no training cases in {[str(Path(d) / sub) for d in input_dirs]}")
-    spec = {"method": method, "arch": arch, "network": network, "grid": grid, "margin": margin,
-            "postprocess": postprocess}
+    spec = {"method": method, "arch": arch, "network": network, "grid": grid, "margin": margin}
     mask_cfg = MaskConfig.from_dict(masking) if masking is not None else None
     if mask_cfg is not None:
         mask_cfg.deform = method.endswith("_d")

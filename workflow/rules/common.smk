@@ -7,7 +7,7 @@ from snakemake.utils import validate
 validate(config, schema="../schemas/config.schema.yaml")
 
 RESULTS = f"results/{config['run']}"
-DATASETS = list(config["datasets"])
+DATASETS = sorted(config["datasets"])  # a mapping: its YAML order must not matter
 MAE_METHODS = [f"mae_{v}" for v in config["mae"]["variants"]]
 BASELINES = list(config["baselines"]["methods"])
 METHODS = MAE_METHODS + BASELINES
@@ -15,7 +15,8 @@ ENV = "../../envs/skullrecon.yaml"
 
 
 # Light or network-bound rules run on the submit host, not as cluster jobs (`--profile slurm`).
-localrules: all, download_dataset, synthesize_dataset, resolved_config, masking_examples, table1, figure3, figure4
+# Partition, account and GPU model of the others are cluster settings: slurm/config.yaml.
+localrules: all, download_dataset, synthesize_dataset, resolved_config, bundle_model, masking_examples, table1, figure3, figure4, training_curves
 
 
 wildcard_constraints:
@@ -24,6 +25,29 @@ wildcard_constraints:
     baseline="|".join(BASELINES) or "none",
     variant="d|nd",
     split="train|test",
+    network="|".join(MAE_METHODS + [f"{b}_{d}" for b in BASELINES for d in DATASETS]),
+
+
+def canonical(value):
+    """``value`` with every mapping's keys in sorted order, recursively.
+
+    Snakemake compares a rule's params with those of its last run by their printed form, so a
+    config section must print the same however its YAML was ordered: rewriting the config with
+    sorted keys then reruns nothing.
+    """
+    if isinstance(value, dict):
+        return {k: canonical(value[k]) for k in sorted(value, key=str)}
+    if isinstance(value, (list, tuple)):
+        return [canonical(v) for v in value]
+    return value
+
+
+def setting(*keys):
+    """The config section at ``keys`` in canonical form (for params)."""
+    value = config
+    for key in keys:
+        value = value[key]
+    return canonical(value)
 
 
 def dataset_root(wildcards):
@@ -36,10 +60,19 @@ def dataset_root(wildcards):
     return f"{config['data_root']}/{wildcards.dataset}"
 
 
-def model_file(wildcards):
+def network_name(wildcards):
+    """The trained network a method uses on a dataset: one MAE for all, one baseline per dataset."""
     if wildcards.method.startswith("mae_"):
-        return f"{RESULTS}/models/{wildcards.method}.pt"
-    return f"{RESULTS}/models/{wildcards.method}_{wildcards.dataset}.pt"
+        return wildcards.method
+    return f"{wildcards.method}_{wildcards.dataset}"
+
+
+def network_file(wildcards):
+    return f"{RESULTS}/networks/{network_name(wildcards)}.pt"
+
+
+def network_names():
+    return MAE_METHODS + [f"{b}_{d}" for b in BASELINES for d in DATASETS]
 
 
 def task_of(method):
@@ -49,13 +82,23 @@ def task_of(method):
 def final_outputs():
     return [
         f"{RESULTS}/config.yaml",
+        f"{RESULTS}/env.json",
         f"{RESULTS}/table1.md",
         f"{RESULTS}/table1.csv",
         f"{RESULTS}/figure4.png",
         f"{RESULTS}/figure3.png",
         f"{RESULTS}/masking_examples.png",
+        f"{RESULTS}/training_curves.png",
+        *expand(f"{RESULTS}/models/{{network}}.pt", network=network_names()),
     ]
 
 
 def all_metrics():
     return expand(f"{RESULTS}/metrics/{{dataset}}/{{method}}.csv", dataset=DATASETS, method=METHODS)
+
+
+# Job sizes (what a job needs, not where it runs: partitions, account and GPU model are in the
+# slurm profile). Host memory of the GPU jobs grows with the grid and with each retry.
+def gpu_job_mem_mb(paper_mb):
+    scale = (config["preprocess"]["grid"] / 256) ** 3
+    return lambda wildcards, attempt: int(max(2000, paper_mb * scale) * attempt)

@@ -20,7 +20,7 @@ rule synthesize_dataset:
     log:
         f"{RESULTS}/logs/synthesize_{{dataset}}.log",
     params:
-        spec=lambda wc: config["datasets"][wc.dataset]["synthetic"],
+        spec=lambda wc: canonical(config["datasets"][wc.dataset]["synthetic"]),
         types=lambda wc: config["datasets"][wc.dataset]["layout"].get("types"),
     conda:
         ENV

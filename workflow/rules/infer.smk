@@ -1,22 +1,24 @@
-# Network predictions on the grid for every test case.
+# Network predictions on the grid for every test case (temporary: upsample is their only reader).
 
 
 rule infer:
     input:
-        model=model_file,
+        model=network_file,
         cases=f"{RESULTS}/preprocessed/{{dataset}}/test",
     output:
-        directory(f"{RESULTS}/predictions/{{dataset}}/{{method}}"),
+        temp(directory(f"{RESULTS}/predictions/{{dataset}}/{{method}}")),
     log:
         f"{RESULTS}/logs/infer/{{dataset}}_{{method}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/infer/{{dataset}}_{{method}}.tsv"
     params:
         device=config["device"],
-    threads: 2
+    threads: 8
+    retries: 2
     resources:
         gpu=1,
-        gpu_model=lookup(dpath="slurm/gpu_model", within=config, default=""),
-        slurm_partition=lookup(dpath="slurm/partition", within=config, default=""),
-        slurm_account=lookup(dpath="slurm/account", within=config, default=""),
+        mem_mb=gpu_job_mem_mb(32000),
+        runtime=lambda wc, attempt: 120 * attempt,
     conda:
         ENV
     script:

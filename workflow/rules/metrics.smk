@@ -6,14 +6,21 @@ rule metrics:
         implants=f"{RESULTS}/implants/{{dataset}}/{{method}}",
         cases=f"{RESULTS}/preprocessed/{{dataset}}/test",
     output:
-        f"{RESULTS}/metrics/{{dataset}}/{{method}}.csv",
+        report(
+            f"{RESULTS}/metrics/{{dataset}}/{{method}}.csv",
+            caption="../report/metrics.rst",
+            category="Per-case metrics",
+            subcategory="{dataset}",
+            labels={"dataset": "{dataset}", "method": "{method}"},
+        ),
     log:
         f"{RESULTS}/logs/metrics/{{dataset}}_{{method}}.log",
     params:
         margin_mm=config["metrics"]["boundary_margin_mm"],
+    threads: 2
     resources:
-        slurm_partition=lookup(dpath="slurm/partition", within=config, default=""),
-        slurm_account=lookup(dpath="slurm/account", within=config, default=""),
+        mem_mb=8000,
+        runtime=120,
     conda:
         ENV
     script:

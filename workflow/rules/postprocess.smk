@@ -1,4 +1,5 @@
-# Back to each case's original grid and spacing, then the implant by morphology.
+# Back to each case's original grid and spacing, then the implant by morphology. The upsampled
+# predictions are kept: a post-processing change reruns extract_implants from them alone.
 
 
 rule upsample:
@@ -11,9 +12,10 @@ rule upsample:
         f"{RESULTS}/logs/upsample/{{dataset}}_{{method}}.log",
     params:
         threshold=config["postprocess"]["threshold"],
+    threads: 2
     resources:
-        slurm_partition=lookup(dpath="slurm/partition", within=config, default=""),
-        slurm_account=lookup(dpath="slurm/account", within=config, default=""),
+        mem_mb=8000,
+        runtime=120,
     conda:
         ENV
     script:
@@ -30,10 +32,10 @@ rule extract_implants:
         f"{RESULTS}/logs/extract/{{dataset}}_{{method}}.log",
     params:
         task=lambda wc: task_of(wc.method),
-        postprocess=config["postprocess"],
+        postprocess=setting("postprocess"),
     resources:
-        slurm_partition=lookup(dpath="slurm/partition", within=config, default=""),
-        slurm_account=lookup(dpath="slurm/account", within=config, default=""),
+        mem_mb=8000,
+        runtime=120,
     conda:
         ENV
     script:

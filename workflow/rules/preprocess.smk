@@ -9,12 +9,13 @@ rule preprocess:
     log:
         f"{RESULTS}/logs/preprocess/{{dataset}}_{{split}}.log",
     params:
-        layout=lambda wc: config["datasets"][wc.dataset]["layout"],
+        layout=lambda wc: canonical(config["datasets"][wc.dataset]["layout"]),
         grid=config["preprocess"]["grid"],
         margin=config["preprocess"]["margin"],
+    threads: 2
     resources:
-        slurm_partition=lookup(dpath="slurm/partition", within=config, default=""),
-        slurm_account=lookup(dpath="slurm/account", within=config, default=""),
+        mem_mb=8000,
+        runtime=240,  # one job per dataset and split: ~570 SkullBreak cases
     conda:
         ENV
     script:

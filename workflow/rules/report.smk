@@ -1,13 +1,16 @@
-# Table I, Figure 3, Figure 4, the masking examples and the resolved config of the run.
+# Table I, Figures 3 and 4, the masking examples, the training curves, and the resolved config and
+# software versions of the run: everything `snakemake --report` shows.
 
 
 rule resolved_config:
     output:
-        f"{RESULTS}/config.yaml",
+        config=report(f"{RESULTS}/config.yaml", caption="../report/config.rst", category="Run"),
+        env=report(f"{RESULTS}/env.json", caption="../report/env.rst", category="Run"),
     log:
         f"{RESULTS}/logs/resolved_config.log",
     params:
-        config=config,
+        config=canonical(config),
+        source_dir=workflow.basedir,
     conda:
         ENV
     script:
@@ -17,10 +20,10 @@ rule resolved_config:
 rule table1:
     input:
         metrics=all_metrics(),
-        paper="workflow/report/paper_table1.csv",
+        paper=workflow.source_path("../report/paper_table1.csv"),
     output:
         csv=report(f"{RESULTS}/table1.csv", caption="../report/table1.rst", category="Table I"),
-        md=f"{RESULTS}/table1.md",
+        md=report(f"{RESULTS}/table1.md", caption="../report/table1.rst", category="Table I"),
     log:
         f"{RESULTS}/logs/table1.log",
     conda:
@@ -68,8 +71,21 @@ rule masking_examples:
     log:
         f"{RESULTS}/logs/masking_examples.log",
     params:
-        masking=config["mae"]["masking"],
+        masking=setting("mae", "masking"),
     conda:
         ENV
     script:
         "../scripts/masking_examples.py"
+
+
+rule training_curves:
+    input:
+        expand(f"{RESULTS}/training/{{network}}.csv", network=network_names()),
+    output:
+        report(f"{RESULTS}/training_curves.png", caption="../report/training_curves.rst", category="Figures"),
+    log:
+        f"{RESULTS}/logs/training_curves.log",
+    conda:
+        ENV
+    script:
+        "../scripts/training_curves.py"

@@ -1,29 +1,34 @@
 # The MAE (healthy skulls only, D and ND masks) and the supervised baselines, one trainer.
-# Checkpoints live in checkpoints/, which Snakemake never deletes: a rerun resumes there.
+# A network file holds what training determined; post-processing settings are added by
+# bundle_model, so changing them never plans a training job. Checkpoints live in checkpoints/,
+# which Snakemake never deletes: a retried or rerun job resumes there.
 
 
 rule train_mae:
     input:
         expand(f"{RESULTS}/preprocessed/{{dataset}}/train", dataset=config["mae"]["datasets"]),
     output:
-        model=f"{RESULTS}/models/mae_{{variant}}.pt",
+        model=f"{RESULTS}/networks/mae_{{variant}}.pt",
         history=f"{RESULTS}/training/mae_{{variant}}.csv",
     log:
         f"{RESULTS}/logs/train/mae_{{variant}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/train/mae_{{variant}}.tsv"
     params:
         method=lambda wc: f"mae_{wc.variant}",
         checkpoints=lambda wc: f"{RESULTS}/checkpoints/mae_{wc.variant}",
-        mae=config["mae"],
+        # the MAE section less what the DAG already reflects (which variants, which input datasets)
+        mae=lambda wc: canonical({k: v for k, v in config["mae"].items() if k not in ("datasets", "variants")}),
         grid=config["preprocess"]["grid"],
         margin=config["preprocess"]["margin"],
-        postprocess=config["postprocess"],
         device=config["device"],
-    threads: 2
+    threads: 8
+    # a time limit or a lost node: the next attempt resumes from the last checkpoint
+    retries: 5
     resources:
         gpu=1,
-        gpu_model=lookup(dpath="slurm/gpu_model", within=config, default=""),
-        slurm_partition=lookup(dpath="slurm/partition", within=config, default=""),
-        slurm_account=lookup(dpath="slurm/account", within=config, default=""),
+        mem_mb=gpu_job_mem_mb(64000),
+        runtime=24 * 60,
     conda:
         ENV
     script:
@@ -34,25 +39,41 @@ rule train_baseline:
     input:
         f"{RESULTS}/preprocessed/{{dataset}}/train",
     output:
-        model=f"{RESULTS}/models/{{baseline}}_{{dataset}}.pt",
+        model=f"{RESULTS}/networks/{{baseline}}_{{dataset}}.pt",
         history=f"{RESULTS}/training/{{baseline}}_{{dataset}}.csv",
     log:
         f"{RESULTS}/logs/train/{{baseline}}_{{dataset}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/train/{{baseline}}_{{dataset}}.tsv"
     params:
         checkpoints=lambda wc: f"{RESULTS}/checkpoints/{wc.baseline}_{wc.dataset}",
-        network=lambda wc: config["baselines"]["networks"].get(wc.baseline, {}),
-        train=config["baselines"]["train"],
+        network=lambda wc: canonical(config["baselines"]["networks"].get(wc.baseline, {})),
+        train=setting("baselines", "train"),
         grid=config["preprocess"]["grid"],
         margin=config["preprocess"]["margin"],
-        postprocess=config["postprocess"],
         device=config["device"],
-    threads: 2
+    threads: 8
+    retries: 5
     resources:
         gpu=1,
-        gpu_model=lookup(dpath="slurm/gpu_model", within=config, default=""),
-        slurm_partition=lookup(dpath="slurm/partition", within=config, default=""),
-        slurm_account=lookup(dpath="slurm/account", within=config, default=""),
+        mem_mb=gpu_job_mem_mb(64000),
+        runtime=24 * 60,
     conda:
         ENV
     script:
         "../scripts/train_baseline.py"
+
+
+rule bundle_model:
+    input:
+        f"{RESULTS}/networks/{{network}}.pt",
+    output:
+        f"{RESULTS}/models/{{network}}.pt",
+    log:
+        f"{RESULTS}/logs/bundle_model/{{network}}.log",
+    params:
+        postprocess=setting("postprocess"),
+    conda:
+        ENV
+    script:
+        "../scripts/bundle_model.py"

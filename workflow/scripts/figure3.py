@@ -1,6 +1,3 @@
-import sys
-
-sys.path.insert(0, f"{snakemake.scriptdir}/../../src")  # the library, also inside --sdm conda envs
 from skullrecon.report import plot_figure3
 from skullrecon.runlog import to_file
 

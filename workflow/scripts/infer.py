@@ -1,6 +1,3 @@
-import sys
-
-sys.path.insert(0, f"{snakemake.scriptdir}/../../src")  # the library, also inside --sdm conda envs
 from skullrecon.infer import infer_cases
 from skullrecon.runlog import to_file
 

@@ -1,6 +1,3 @@
-import sys
-
-sys.path.insert(0, f"{snakemake.scriptdir}/../../src")  # the library, also inside --sdm conda envs
 from skullrecon.runlog import to_file
 from skullrecon.train import train_run
 
@@ -18,6 +15,5 @@ with to_file(snakemake.log[0]):
         train=p.train,
         grid=p.grid,
         margin=p.margin,
-        postprocess=p.postprocess,
         device=p.device,
     )

@@ -1,6 +1,3 @@
-import sys
-
-sys.path.insert(0, f"{snakemake.scriptdir}/../../src")  # the library, also inside --sdm conda envs
 from skullrecon.runlog import to_file
 from skullrecon.train import train_run
 
@@ -18,7 +15,6 @@ with to_file(snakemake.log[0]):
         train=p.mae["train"],
         grid=p.grid,
         margin=p.margin,
-        postprocess=p.postprocess,
         masking=p.mae["masking"],
         augment=p.mae.get("augment"),
         device=p.device,
