@@ -264,3 +264,18 @@ def test_worker_processes_give_the_same_training(prepared, tmp_path):
     # and the masks do change from epoch to epoch (a stale epoch in the workers would repeat them)
     ds = MaskedSkullDataset(healthy, mask_cfg, seed=0)
     assert not torch.equal(ds[0, 0][0], ds[1, 0][0])
+
+
+def test_epoch_sampler_keeps_the_order_of_a_shuffling_dataloader():
+    """Persistent workers did not change which case comes when: same order as before, per epoch."""
+    from torch.utils.data import DataLoader
+
+    from skullrecon.train import EpochSampler
+
+    sampler = EpochSampler(11, seed=3)
+    for epoch in (0, 1, 7):
+        sampler.epoch = epoch
+        before = DataLoader(list(range(11)), batch_size=None, shuffle=True,
+                            generator=torch.Generator().manual_seed(3 * 100_003 + epoch))
+        assert [i for _, i in sampler] == [int(i) for i in before]
+        assert {e for e, _ in sampler} == {epoch}

@@ -118,7 +118,7 @@ def _tensor(a: np.ndarray) -> torch.Tensor:
 
 
 class EpochSampler(torch.utils.data.Sampler):
-    """Shuffled ``(epoch, index)`` keys, the order of ``RandomSampler`` seeded per epoch.
+    """Shuffled ``(epoch, index)`` keys, in the order of a ``DataLoader(shuffle=True)`` seeded per epoch.
 
     Runs in the main process, so with persistent workers the epoch still reaches the dataset
     (an attribute set on the dataset would not reach the workers' copies).
@@ -131,7 +131,11 @@ class EpochSampler(torch.utils.data.Sampler):
         return self.n
 
     def __iter__(self):
-        order = torch.randperm(self.n, generator=torch.Generator().manual_seed(self.seed * 100_003 + self.epoch))
+        gen = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
+        # the draw a DataLoader made from its generator (its workers' base seed) before shuffling,
+        # so the order is the one earlier versions trained with
+        torch.empty((), dtype=torch.int64).random_(generator=gen)
+        order = torch.randperm(self.n, generator=gen)
         return iter([(self.epoch, int(i)) for i in order])
 
 
