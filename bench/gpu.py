@@ -72,9 +72,9 @@ def trainings(cfg: dict) -> list[dict]:
 
 
 def time_steps(arch: str, network: dict, train: dict, grid: int, device: torch.device, warmup: int,
-               repeats: int) -> dict:
+               repeats: int, loss: dict | None = None) -> dict:
     """Median seconds per training step and peak memory of one network, as the trainer steps it."""
-    from skullrecon.train import TrainConfig, build_training, train_step
+    from skullrecon.train import LossConfig, TrainConfig, build_training, train_step
 
     cfg = TrainConfig.from_dict(train)
     spec = {"arch": arch, "network": network, "grid": grid}
@@ -82,12 +82,15 @@ def time_steps(arch: str, network: dict, train: dict, grid: int, device: torch.d
     if device.type == "cuda":
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats(device)
-    net, opt, _, loss_fn, bf16 = build_training(spec, cfg, device)
+    loss_cfg = LossConfig.from_dict(loss)
+    net, opt, _, loss_fn, bf16 = build_training(spec, cfg, device, loss_cfg)
     net.train()
     gen = torch.Generator().manual_seed(0)
     shape = (cfg.batch_size, 1) + (grid,) * 3
     x = (torch.rand(shape, generator=gen) < 0.1).to(torch.uint8)  # uint8, as the loader hands it over
     y = (torch.rand(shape, generator=gen) < 0.1).to(torch.uint8)
+    if loss_cfg.region > 0:  # the MAE's target then carries the mask as a second channel
+        y = torch.cat([y, (torch.rand(shape, generator=gen) < 0.05).to(torch.uint8)], dim=1)
     times = []
     for i in range(warmup + repeats):
         _sync(device)
@@ -234,7 +237,8 @@ def main(argv: list[str] | None = None) -> int:
     for name in chosen:
         arch, network, train = archs[name]
         try:
-            r = time_steps(arch, network, train, grid, device, args.warmup, args.repeats)
+            r = time_steps(arch, network, train, grid, device, args.warmup, args.repeats,
+                           cfg["mae"].get("loss") if name == "mae" else None)
         except torch.cuda.OutOfMemoryError:
             say(f"{name:<14} step: OUT OF MEMORY at {grid}^3, batch {train['batch_size']}")
             continue

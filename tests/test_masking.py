@@ -12,6 +12,7 @@ from scipy import ndimage as ndi
 
 from skullrecon.masking import (
     MaskConfig,
+    _bspline_weights,
     _displacement,
     _warped_patch,
     apply_mask,
@@ -81,6 +82,9 @@ def test_from_dict_builds_config_and_rejects_unknown_key():
         {"elastic_magnitude": 0.5},
         {"elastic_control_points": 1},
         {"max_removed_fraction": 0.0},
+        {"elastic_interpolation": "quadratic"},
+        {"centre_min_height": 1.0},
+        {"centre_min_height": -0.1},
     ],
 )
 def test_config_rejects_invalid_values(kw):
@@ -163,12 +167,13 @@ def test_number_of_connected_patches_within_range(deform):
 # --- shape of D versus ND -----------------------------------------------------------------------
 
 
-def test_nd_patch_is_box_and_d_patch_is_irregular():
+@pytest.mark.parametrize("interpolation", ["linear", "cubic"])
+def test_nd_patch_is_box_and_d_patch_is_irregular(interpolation):
     skull = shell(96, 2.0)
     fills = {True: [], False: []}
     aligned = {True: [], False: []}
     for deform in (True, False):
-        cfg = MaskConfig(deform=deform, n_patches=(1, 1))
+        cfg = MaskConfig(deform=deform, n_patches=(1, 1), elastic_interpolation=interpolation)
         for seed in range(10):
             mask = make_mask(skull, 2.0, cfg, np.random.default_rng(seed))
             labels, n = ndi.label(mask)
@@ -179,9 +184,55 @@ def test_nd_patch_is_box_and_d_patch_is_irregular():
     # ND: every component is exactly its bounding box; faces dominate, normals axis-aligned.
     assert all(f == 1.0 for f in fills[False])
     assert min(aligned[False]) > 0.6
-    # D: the warped patch fills clearly less than its bounding box, normals are not axis-aligned.
+    # D: the warped patch fills clearly less than its bounding box, normals are not axis-aligned
+    # (the B-spline field is a smoothed version of the trilinear one, so it deforms a little less).
     assert max(fills[True]) < 0.8
-    assert max(aligned[True]) < 0.45
+    assert max(aligned[True]) < min(aligned[False]) - 0.05
+    assert np.mean(aligned[True]) < (0.3 if interpolation == "linear" else 0.55)
+
+
+def test_bspline_weights_are_the_cubic_bspline_normalised():
+    from scipy.interpolate import BSpline
+
+    kernel = BSpline.basis_element(np.arange(-2.0, 3.0), extrapolate=False)
+    n, k = 23, 4
+    pos = np.arange(n) * (k - 1) / (n - 1)
+    ref = np.nan_to_num(kernel(pos[:, None] - np.arange(k)))
+    ref /= ref.sum(axis=1, keepdims=True)
+    assert np.allclose(_bspline_weights(n, k).numpy(), ref, atol=1e-6)
+
+
+def test_cubic_field_is_smooth_where_trilinear_has_kinks():
+    ctrl = torch.from_numpy(np.random.default_rng(3).uniform(-1, 1, (3, 4, 4, 4)).astype(np.float32))
+    shape = (61, 61, 61)
+    lin = _displacement(ctrl, shape, "linear")
+    cub = _displacement(ctrl, shape, "cubic")
+    # bounded by the control values (a convex combination), so the crop margin still holds
+    assert float(cub.abs().max()) <= float(ctrl.abs().max()) + 1e-6
+    # second differences along axis 0: spikes at the trilinear kinks, small everywhere for cubic
+    d2_lin = (lin[:, 2:] - 2 * lin[:, 1:-1] + lin[:, :-2]).abs()
+    d2_cub = (cub[:, 2:] - 2 * cub[:, 1:-1] + cub[:, :-2]).abs()
+    assert float(d2_cub.max()) < 0.25 * float(d2_lin.max())
+    # the trilinear field is piecewise linear: zero curvature between kinks, all of it at them
+    assert float(d2_lin[:, 5:15].max()) < 1e-5
+    assert float(d2_cub[:, 5:15].max()) > 1e-5
+
+
+def test_centres_only_in_the_upper_part_when_asked():
+    skull = shell(64, 3.0)
+    zs = np.flatnonzero(skull.any(axis=(0, 1)))
+    lo, hi = zs[0], zs[-1]
+    for min_height, deform in ((0.0, True), (0.6, True), (0.6, False)):
+        cfg = MaskConfig(deform=deform, n_patches=(3, 3), max_removed_fraction=1.0,
+                         centre_min_height=min_height)
+        heights = []
+        for seed in range(20):
+            _, patches = make_mask_with_patches(skull, 3.0, cfg, np.random.default_rng(seed))
+            heights += [(p.center[2] - lo) / (hi - lo) for p in patches]
+        if min_height:
+            assert min(heights) >= min_height - 1e-9
+        else:
+            assert min(heights) < 0.3  # uniform over the skull reaches its lower part
 
 
 def test_fast_warp_matches_grid_sample_reference():

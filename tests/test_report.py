@@ -163,6 +163,86 @@ def test_case_without_ground_truth_is_an_error(test_set):
     assert cases.loc[1, "defective"] in str(err.value)
 
 
+PAPER_CSV = Path(__file__).resolve().parents[1] / "workflow" / "report" / "paper_table1.csv"
+METRIC_NAMES = {"dsc": "DSC", "bdsc": "BDSC", "hd95": "HD95 [mm]"}
+
+
+def _published() -> list[dict[str, str]]:
+    """The project's copy of the paper's Table I, read without the library (comment lines skipped)."""
+    with open(PAPER_CSV, newline="") as fh:
+        return list(csv.DictReader(line for line in fh if not line.startswith("#")))
+
+
+def _md_cells(md: str, heading: str) -> tuple[list[str], dict[str, list[str]]]:
+    """The header and the rows (by method label) of one dataset's block of table1.md."""
+    block = md.split(f"## {heading}\n", 1)[1].split("\n## ", 1)[0]
+    rows = [[c.strip() for c in line.strip("|").split("|")] for line in block.splitlines() if line.startswith("| ")]
+    return rows[0], {r[0]: r for r in rows[1:]}
+
+
+def test_paper_copy_has_every_published_value():
+    """84 numbers: mean and median of three metrics, 7 methods, 2 datasets; citation in the header."""
+    assert PAPER_CSV.read_text().startswith("# Table I of M. Wodzinski, D. Hemmerling, M. Daniol (2024)")
+    rows = _published()
+    assert {(r["dataset"], r["method"]) for r in rows} == {
+        (d, m) for d in ("skullbreak", "skullfix")
+        for m in ("mae_d", "mae_nd", "unet", "unetr", "swinunetr", "attentionunet", "segresnet")}
+    values = [float(r[f"{m}_{s}"]) for r in rows for m in METRIC_NAMES for s in ("mean", "median")]
+    assert len(values) == 84 and all(v > 0 for v in values)
+    shared = Path(__file__).resolve().parents[2] / "shared" / "notes" / "paper-table1.csv"
+    if shared.exists():  # the lead's transcription of the paper, outside the repository
+        with open(shared, newline="") as fh:
+            theirs = list(csv.DictReader(line for line in fh if not line.startswith("#")))
+        assert theirs == rows
+
+
+def test_table1_carries_every_published_value_beside_ours(tmp_path):
+    rows = _published()
+    rng = np.random.default_rng(0)
+    csvs = []
+    for dataset in ("skullbreak", "skullfix", "skullfix_generalisation"):
+        for method in dict.fromkeys(r["method"] for r in rows):
+            path = tmp_path / dataset / f"{method}.csv"
+            path.parent.mkdir(exist_ok=True)
+            pd.DataFrame({"case": ["a", "b", "c"], "dsc": rng.uniform(0, 1, 3), "bdsc": rng.uniform(0, 1, 3),
+                          "hd95": rng.uniform(1, 9, 3), "empty_prediction": False}).to_csv(path, index=False)
+            csvs.append(path)
+    write_table1(csvs, tmp_path / "table1.csv", tmp_path / "table1.md", paper_csv=PAPER_CSV)
+
+    written = {(r["dataset"], r["method"]): r for r in _read_csv(tmp_path / "table1.csv")}
+    md = (tmp_path / "table1.md").read_text()
+    labels = {"mae_d": "MAE (D)", "mae_nd": "MAE (ND)", "unet": "UNet", "unetr": "UNETR",
+              "swinunetr": "SwinUNETR", "attentionunet": "AttentionUnet", "segresnet": "SegResNet"}
+    for r in rows:
+        ours = written[(r["dataset"], r["method"])]
+        header, cells = _md_cells(md, {"skullbreak": "SkullBreak", "skullfix": "SkullFix"}[r["dataset"]])
+        line = cells[labels[r["method"]]]
+        for metric, label in METRIC_NAMES.items():
+            for stat in ("mean", "median"):
+                assert float(ours[f"paper_{metric}_{stat}"]) == pytest.approx(float(r[f"{metric}_{stat}"]))
+            assert line[header.index(f"{label} paper mean / median")] == (
+                f"{float(r[f'{metric}_mean']):.3f} / {float(r[f'{metric}_median']):.3f}")
+            # ours beside it, from the per-case file
+            values = pd.read_csv(tmp_path / r["dataset"] / f"{r['method']}.csv")[metric]
+            assert line[header.index(f"{label} mean / median")] == f"{values.mean():.3f} / {values.median():.3f}"
+    # the generalisation set has no published counterpart: its rows carry none
+    header, cells = _md_cells(md, "SkullFix, generalisation (new defects on its test skulls)")
+    assert len(cells) == 7 and not any("paper" in h for h in header)
+    assert all(r["paper_dsc_mean"] == "" for k, r in written.items() if k[0] == "skullfix_generalisation")
+
+
+def test_paper_table_must_be_complete(tmp_path):
+    path = tmp_path / "unet.csv"
+    pd.DataFrame({"case": ["a"], "dsc": [0.5], "bdsc": [0.4], "hd95": [3.0], "empty_prediction": [False]}).to_csv(
+        path, index=False)
+    with pytest.raises(FileNotFoundError, match="published Table I not found"):
+        write_table1([path], tmp_path / "t.csv", tmp_path / "t.md", paper_csv=tmp_path / "absent.csv")
+    bad = tmp_path / "paper.csv"
+    bad.write_text("# citation\ndataset,method,dsc_mean,dsc_median\nskullfix,unet,0.8,0.8\n")
+    with pytest.raises(ValueError, match=r"paper.csv: missing column\(s\) \['bdsc_mean'"):
+        write_table1([path], tmp_path / "t.csv", tmp_path / "t.md", paper_csv=bad)
+
+
 def test_table1_says_which_cases_were_scored(test_set):
     """A recorded hold-out (written by preprocess_split next to cases.tsv) is named in Table I."""
     root, truths = test_set

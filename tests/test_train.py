@@ -25,7 +25,7 @@ from skullrecon.datasets import Layout
 from skullrecon.masking import MaskConfig
 from skullrecon.preprocess import preprocess_split
 from skullrecon.synthetic import generate_dataset
-from skullrecon.train import MaskedSkullDataset, TrainConfig, train_model
+from skullrecon.train import LossConfig, MaskedSkullDataset, TrainConfig, _loss_fn, restored_dice, train_model
 
 REPO = Path(__file__).resolve().parents[1]
 SPEC = {"method": "unet", "arch": "unet", "grid": 32,
@@ -238,6 +238,8 @@ def test_mae_trains_on_masked_healthy_skulls(prepared, tmp_path):
         rows = list(csv.DictReader(fh))
     assert [int(r["epoch"]) for r in rows] == [1, 2]
     assert all(math.isfinite(float(r["val_dsc"])) and math.isfinite(float(r["train_loss"])) for r in rows)
+    # the restored-bone DSC is logged and far below the whole-skull DSC of an undertrained MAE
+    assert all(0 <= float(r["val_restored_dsc"]) < float(r["val_dsc"]) for r in rows)
     spec = torch.load(out / "model.pt", map_location="cpu", weights_only=True)["spec"]
     assert spec["task"] == "reconstruct" and spec["masking"]["patch_size_mm"] == (20.0, 50.0)
     assert len(spec["train_cases"]) == 3  # one of four held out for validation
@@ -279,3 +281,60 @@ def test_epoch_sampler_keeps_the_order_of_a_shuffling_dataloader():
                             generator=torch.Generator().manual_seed(3 * 100_003 + epoch))
         assert [i for _, i in sampler] == [int(i) for i in before]
         assert {e for e, _ in sampler} == {epoch}
+
+
+def _blobs() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """A 'skull' slab, a mask over part of it, and the masked input (1, 1, 16, 16, 16)."""
+    skull = torch.zeros(1, 1, 16, 16, 16)
+    skull[..., 6:10, :, :] = 1
+    mask = torch.zeros_like(skull)
+    mask[..., 4:12, 2:6, 2:6] = 1
+    return skull, mask, skull * (1 - mask)
+
+
+def test_restored_dice_scores_the_bone_put_back():
+    skull, mask, masked = _blobs()
+    logit = lambda a: a * 20 - 10  # noqa: E731 - binary volume -> confident logits
+    assert float(restored_dice(logit(masked), masked, skull)) == 0.0  # copying the input restores nothing
+    assert float(restored_dice(logit(skull), masked, skull)) == 1.0
+    half = skull.clone()
+    half[..., 6:10, 2:4, 2:6] = 0  # half of the removed bone put back
+    assert abs(float(restored_dice(logit(half), masked, skull)) - 2 * 32 / (32 + 64)) < 1e-6
+
+
+def test_region_loss_sees_the_patches_whole_loss_barely_does():
+    skull, mask, masked = _blobs()
+    logit = lambda a: a * 20 - 10  # noqa: E731
+    target = torch.cat([skull, mask], dim=1)
+    whole = _loss_fn(LossConfig(whole=1.0, region=0.0))
+    region = _loss_fn(LossConfig(whole=0.0, region=1.0))
+    both = _loss_fn(LossConfig(whole=1.0, region=1.0))
+    copy, perfect = logit(masked), logit(skull)
+    assert float(whole(copy, target)) < 0.1  # copying the input already scores well on the whole skull
+    assert float(region(copy, target)) > 0.95  # ...but reconstructs nothing of the patches
+    assert float(region(perfect, target)) < 1e-3
+    wrong_outside = logit(torch.clamp(skull + (1 - mask) * (torch.rand_like(skull) > 0.5).float(), max=1))
+    assert float(region(wrong_outside, target)) < 1e-3 < float(whole(wrong_outside, target))
+    assert abs(float(both(copy, target)) - float(whole(copy, target)) - float(region(copy, target))) < 1e-5
+    # a one-channel target (the baselines) is plain soft Dice
+    assert abs(float(whole(copy, skull)) - float(whole(copy, target))) < 1e-6
+    with pytest.raises(ValueError, match="loss weights"):
+        LossConfig(whole=0.0, region=0.0)
+    with pytest.raises(ValueError, match=r"unknown loss setting\(s\) \['patch'\]"):
+        LossConfig.from_dict({"patch": 1.0})
+
+
+def test_mae_with_region_loss_trains_and_gets_the_mask_channel(prepared, tmp_path):
+    healthy = sorted((prepared / "healthy").glob("*.npz"))
+    mask_cfg = MaskConfig(n_patches=(1, 2), patch_size_mm=(20.0, 50.0))
+    x, y = MaskedSkullDataset(healthy, mask_cfg, seed=0, with_mask=True)[0]
+    assert y.shape == (2, 32, 32, 32)
+    assert bool((x[0] == y[0] * (1 - y[1])).all()) and float(y[1].sum()) > 0  # input = skull minus mask
+    out = tmp_path / "mae"
+    summary = train_model("reconstruct", healthy, out / "model.pt", {**SPEC, "method": "mae_d"},
+                          TrainConfig(**{**SETTINGS, "epochs": 1}), out / "ckpt", out / "ckpt" / "history.csv",
+                          mask_cfg=mask_cfg, device="cpu", progress=False, log=lambda *_: None,
+                          loss=LossConfig(whole=1.0, region=1.0))
+    assert math.isfinite(summary["val_dsc"])
+    spec = torch.load(out / "model.pt", map_location="cpu", weights_only=True)["spec"]
+    assert spec["loss"] == {"whole": 1.0, "region": 1.0}

@@ -23,6 +23,7 @@ CONFIG = REPO / "tests" / "workflow" / "run.yaml"
 RUN = yaml.safe_load(CONFIG.read_text())["run"]
 RESULTS = REPO / "results" / RUN
 METHODS = ["mae_d", "mae_nd", "unet", "unetr", "swinunetr", "attentionunet", "segresnet"]
+SCORED = ["skullbreak", "skullfix", "skullfix_generalisation"]  # the last: new defects on skullfix's test skulls
 
 
 def snakemake(*args: str, check: bool = True, configfile: Path = CONFIG) -> subprocess.CompletedProcess:
@@ -46,8 +47,9 @@ def workflow_run():
 def test_table_and_figures_cover_every_method_and_dataset(workflow_run):
     md = (workflow_run / "table1.md").read_text()
     for label in ["MAE (D)", "MAE (ND)", "UNet", "UNETR", "SwinUNETR", "AttentionUnet", "SegResNet"]:
-        assert len(re.findall(rf"^\| {re.escape(label)} \|", md, flags=re.M)) == 2, label
-    assert "## SkullBreak" in md and "## SkullFix" in md
+        assert len(re.findall(rf"^\| {re.escape(label)} \|", md, flags=re.M)) == len(SCORED), label
+    assert "## SkullBreak" in md and "## SkullFix\n" in md
+    assert "## SkullFix, generalisation (new defects on its test skulls)" in md
     for png in ("figure4.png", "figure3.png", "masking_examples.png", "training_curves.png"):
         assert (workflow_run / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     resolved = yaml.safe_load((workflow_run / "config.yaml").read_text())
@@ -80,7 +82,7 @@ def _edited(*keys, value):
 def test_postprocess_change_reruns_implants_not_training(workflow_run, tmp_path):
     closing = yaml.safe_load(CONFIG.read_text())["postprocess"]["closing_mm"]
     plan = _plan_with(tmp_path, _edited("postprocess", "closing_mm", value=closing + 1.0))
-    n = 2 * len(METHODS)
+    n = len(SCORED) * len(METHODS)
     assert plan.get("extract_implants") == n and plan.get("metrics") == n, plan
     assert plan.get("bundle_model") == 12, plan  # the deliverable model files carry the new settings
     assert {"table1", "figure3", "figure4"} <= set(plan), plan
@@ -90,7 +92,7 @@ def test_postprocess_change_reruns_implants_not_training(workflow_run, tmp_path)
 @pytest.mark.slow
 def test_metrics_change_reruns_only_metrics_and_tables(workflow_run, tmp_path):
     plan = _plan_with(tmp_path, _edited("metrics", "boundary_margin_mm", value=12.5))
-    assert plan.get("metrics") == 2 * len(METHODS), plan
+    assert plan.get("metrics") == len(SCORED) * len(METHODS), plan
     assert set(plan) <= {"metrics", "table1", "figure4", "resolved_config", "all"}, plan
     assert {"table1", "figure4"} <= set(plan), plan
 
@@ -100,7 +102,7 @@ def test_training_change_reruns_that_training(workflow_run, tmp_path):
     lr = yaml.safe_load(CONFIG.read_text())["mae"]["train"]["lr"]
     plan = _plan_with(tmp_path, _edited("mae", "train", "lr", value=lr / 2))
     assert plan.get("train_mae") == 2 and "train_baseline" not in plan, plan
-    assert plan.get("infer") == 4 and plan.get("metrics") == 4, plan  # 2 variants x 2 datasets
+    assert plan.get("infer") == 6 and plan.get("metrics") == 6, plan  # 2 variants x 3 scored datasets
     plan = _plan_with(tmp_path, _edited("baselines", "networks", "unet", "num_res_units", value=2))
     assert plan.get("train_baseline") == 2 and "train_mae" not in plan, plan  # UNet, on both datasets
 
@@ -143,18 +145,19 @@ def test_model_files_carry_training_and_postprocess_settings(workflow_run, tmp_p
 
 @pytest.mark.slow
 def test_benchmarks_and_temporary_predictions(workflow_run):
-    for kind, n in (("train", 12), ("infer", 2 * len(METHODS))):
+    for kind, n in (("train", 12), ("infer", len(SCORED) * len(METHODS))):
         files = sorted((workflow_run / "benchmarks" / kind).glob("*.tsv"))
         assert len(files) == n, files
         assert pd.read_csv(files[0], sep="\t")["s"].iloc[0] > 0
     assert not (workflow_run / "predictions").exists() or not any((workflow_run / "predictions").rglob("*.npz"))
-    assert len(list((workflow_run / "upsampled").glob("*/*"))) == 2 * len(METHODS)  # kept for re-post-processing
+    assert len(list((workflow_run / "upsampled").glob("*/*"))) == len(SCORED) * len(METHODS)  # kept for re-post-processing
 
 
 @pytest.mark.slow
 def test_table1_is_computed_from_the_per_case_files(workflow_run):
     table = pd.read_csv(workflow_run / "table1.csv")
-    assert len(table) == 2 * len(METHODS)
+    assert len(table) == len(SCORED) * len(METHODS)
+    assert set(table["dataset"]) == set(SCORED)
     for row in table.itertuples():
         cases = pd.read_csv(workflow_run / "metrics" / row.dataset / f"{row.method}.csv")
         assert row.cases == len(cases)
@@ -178,9 +181,35 @@ def test_implants_are_on_the_original_grid(workflow_run):
 def test_forcerun_reruns_only_the_rule_and_its_dependants(workflow_run):
     out = snakemake("-n", "--forcerun", "metrics", "--quiet", "rules").stdout
     counts = dict(re.findall(r"^(\w+)\s+(\d+)$", out, flags=re.M))
-    assert counts.pop("metrics") == str(2 * len(METHODS))
+    assert counts.pop("metrics") == str(len(SCORED) * len(METHODS))
     assert set(counts) <= {"table1", "figure4", "all", "total"}, counts
     assert "train_mae" not in out and "infer" not in out
+
+
+@pytest.mark.slow
+def test_generalisation_set_is_new_defects_on_test_skulls_scored_with_the_source_models(workflow_run):
+    from skullrecon.io import read_volume
+
+    root = workflow_run / "data" / "generalisation" / "skullfix"
+    made = json.loads((root / "generation.json").read_text())
+    source_tests = sorted(p.stem for p in (workflow_run / "data" / "skullfix" / "test_set" / "complete_skull").glob("*.nrrd"))
+    # per_skull 1: each test skull gets one of the configured locations, in turn
+    assert [(c["id"], c["location"]) for c in made["cases"]] == list(zip(source_tests, ["frontal", "bilateral"]))
+    assert all("/test_set/" in c["source"] for c in made["cases"])
+    for method in METHODS:
+        scored = pd.read_csv(workflow_run / "metrics" / "skullfix_generalisation" / f"{method}.csv", dtype={"case": str})
+        assert sorted(scored["case"]) == sorted(f"{c['location']}_{c['id']}" for c in made["cases"])
+    for case in made["cases"]:
+        truth = read_volume(root / "testing" / "implant" / case["location"] / f"{case['id']}.nrrd").array
+        assert truth.sum() == case["implant_voxels"]
+    # no model is trained on the new defects: the baselines are the source dataset's
+    assert not list((workflow_run / "networks").glob("*generalisation*"))
+    assert not list((workflow_run / "models").glob("*generalisation*"))
+    for method in METHODS:
+        network = f"{method}.pt" if method.startswith("mae_") else f"{method}_skullfix.pt"
+        plan = snakemake("-n", "--forceall", f"results/{RUN}/metrics/skullfix_generalisation/{method}.csv").stdout
+        infer = plan.split("rule infer:", 1)[1].split("\n\n", 1)[0]
+        assert f"input: results/{RUN}/networks/{network}, results/{RUN}/preprocessed/skullfix_generalisation/test" in infer
 
 
 @pytest.mark.slow
@@ -201,11 +230,25 @@ def test_paper_dag_has_every_stage_method_and_dataset():
     assert proc.returncode == 0, proc.stderr
     counts = dict(re.findall(r"^(\w+)\s+(\d+)$", proc.stdout, flags=re.M))
     assert counts["download_dataset"] == "2"
-    assert counts["preprocess"] == "4"
+    assert counts["preprocess"] == "5"  # train and test of both, and the generalisation set's test cases
+    assert counts["generalisation_dataset"] == "1"
     assert counts["train_mae"] == "2"
     assert counts["train_baseline"] == "10"
     for rule in ("infer", "upsample", "extract_implants", "metrics"):
-        assert counts[rule] == "14", rule
+        assert counts[rule] == "21", rule  # 7 methods on SkullBreak, SkullFix and skullfix_generalisation
+
+
+def test_generalisation_of_an_unknown_dataset_is_a_clear_error(tmp_path):
+    bad = yaml.safe_load(CONFIG.read_text())
+    bad["generalisation"] = {"skullbreak": bad["generalisation"]["skullfix"]}
+    del bad["datasets"]["skullbreak"]
+    bad["mae"]["datasets"] = ["skullfix"]
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump(bad))
+    proc = subprocess.run([sys.executable, "-m", "snakemake", "-n", "--configfile", str(path)], cwd=REPO,
+                          capture_output=True, text=True)
+    assert proc.returncode != 0
+    assert "generalisation.skullbreak: no dataset 'skullbreak' under datasets" in proc.stderr + proc.stdout
 
 
 def test_invalid_config_is_a_clear_error(tmp_path):
@@ -232,7 +275,7 @@ def test_report_holds_tables_figures_curves_metrics_and_provenance(workflow_run,
                  "training_curves.png", "config.yaml", "env.json"):
         assert name in files, (name, sorted(files))
     per_case = [n for n in names if Path(n).name in {f"{m}.csv" for m in METHODS}]
-    assert len(per_case) == 2 * len(METHODS), per_case  # every method on both datasets
+    assert len(per_case) == len(SCORED) * len(METHODS), per_case  # every method on every scored dataset
     html = next(zipfile.ZipFile(tmp_path / "report.zip").read(n) for n in names if n.endswith("report.html"))
     for category in (b"Table I", b"Figures", b"Per-case metrics", b"Run", b"skullbreak", b"skullfix"):
         assert category in html, category

@@ -13,15 +13,24 @@ same physical defect at a 64^3 grid (~4 mm voxels) and at a 256^3 grid (~1 mm vo
 Only what the patches need is deformed: each patch is warped inside a local crop around its
 centre (patch extent plus a margin for the displacement), never the whole volume. The
 displacement comes from a coarse random control grid (``elastic_control_points``^3 vectors, each
-component uniform in +-``elastic_magnitude`` x edge length) upsampled trilinearly to the crop;
-the warped patch is the cube pulled back through it, {x : x + d(x) in cube}. Two shortcuts keep
-one 256^3 case well under 0.2 s on one CPU core (see ``bench/masking.py``; warping the whole
-volume with TorchIO ``RandomElasticDeformation`` takes seconds), both tested against the direct
-torch route: the trilinear upsampling is done as separable matrix products (equal to
+component uniform in +-``elastic_magnitude`` x edge length) smoothed onto the crop with cubic
+B-spline weights (``elastic_interpolation="cubic"``, the default: a C2 field, like TorchIO's
+B-spline elastic deformation that the paper used) or trilinearly (``"linear"``: creased patch
+boundaries where the field has kinks); the warped patch is the cube pulled back through it,
+{x : x + d(x) in cube}. The B-spline weights are normalised per sample, so the field is a convex
+combination of control vectors and never exceeds their bound. Two shortcuts keep one 256^3 case
+well under 0.2 s on one CPU core (see ``bench/masking.py``; warping the whole volume with TorchIO
+``RandomElasticDeformation`` takes seconds), both tested against the direct torch route: the
+upsampling is done as separable matrix products (for ``"linear"`` equal to
 ``F.interpolate(mode="trilinear", align_corners=True)``), and the cube indicator is evaluated
 analytically at x + d(x) instead of through ``F.grid_sample`` (same region up to boundary
 voxels; ``_warped_patch(method="grid_sample")`` keeps the reference). The connected piece
 containing the centre is kept, so one patch is one defect.
+
+Where the patches go: centres are skull voxels drawn uniformly, optionally only from the upper
+part of the skull (``centre_min_height``: a fraction of the skull's extent along the last array
+axis, which points to the vertex in SkullBreak, SkullFix and the synthetic datasets), because
+cranial defects lie in the vault, not in the skull base or the face.
 
 Removed-fraction cap: patches are accepted in the order they were drawn; a patch that would push
 the fraction of removed skull voxels above ``max_removed_fraction`` is dropped. If even the first
@@ -70,6 +79,10 @@ class MaskConfig:
             (must be < 0.5 so the patch centre always stays inside its warped patch).
         elastic_control_points: control points per axis of the coarse random displacement grid.
         max_removed_fraction: cap on the fraction of skull voxels removed (see module doc).
+        elastic_interpolation: "cubic" (B-spline, smooth) or "linear" (trilinear) upsampling of
+            the control grid.
+        centre_min_height: patch centres only on skull voxels at or above this fraction of the
+            skull's extent along the last axis (0: anywhere on the skull).
     """
 
     deform: bool = True
@@ -78,6 +91,8 @@ class MaskConfig:
     elastic_magnitude: float = 0.25
     elastic_control_points: int = 4
     max_removed_fraction: float = 0.35
+    elastic_interpolation: str = "cubic"
+    centre_min_height: float = 0.0
 
     def __post_init__(self) -> None:
         self.n_patches = (int(self.n_patches[0]), int(self.n_patches[1]))
@@ -100,6 +115,13 @@ class MaskConfig:
             raise ValueError(
                 f"max_removed_fraction must be in (0, 1], got {self.max_removed_fraction}"
             )
+        if self.elastic_interpolation not in _WEIGHTS:
+            raise ValueError(
+                f"elastic_interpolation must be one of {sorted(_WEIGHTS)}, "
+                f"got {self.elastic_interpolation!r}"
+            )
+        if not 0.0 <= self.centre_min_height < 1.0:
+            raise ValueError(f"centre_min_height must be in [0, 1), got {self.centre_min_height}")
 
     @classmethod
     def from_dict(cls, d: dict) -> MaskConfig:
@@ -131,21 +153,33 @@ def _spacing3(spacing_mm: float | Sequence[float]) -> np.ndarray:
     return sp
 
 
-def _sample_centres(skull_flat: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
+def _sample_centres(
+    skull_flat: np.ndarray, n: int, rng: np.random.Generator, shape: tuple[int, ...],
+    min_height: float = 0.0,
+) -> np.ndarray:
     """Draw ``n`` flat indices uniformly among nonzero voxels (with replacement).
 
-    Rejection sampling over random voxel indices avoids scanning the whole volume (a skull is a
-    few percent of a 256^3 grid); falls back to an explicit index list if it is very sparse.
+    With ``min_height`` > 0 only voxels whose last-axis index is at least that fraction of the
+    skull's extent along the last axis are eligible. Rejection sampling over random voxel indices
+    avoids scanning the whole volume (a skull is a few percent of a 256^3 grid); falls back to an
+    explicit index list if the eligible voxels are very sparse.
     """
     size = skull_flat.size
+    z0 = 0
+    if min_height > 0:
+        zs = np.flatnonzero(skull_flat.reshape(shape).any(axis=(0, 1)))
+        if zs.size:
+            z0 = int(np.ceil(zs[0] + min_height * (zs[-1] - zs[0])))
+    nz_last = shape[-1]
     out: list[int] = []
     for _ in range(8):
         idx = rng.integers(0, size, size=max(256, 64 * n))
-        hits = idx[skull_flat[idx] != 0]
+        hits = idx[(skull_flat[idx] != 0) & (idx % nz_last >= z0)]
         out.extend(hits[: n - len(out)].tolist())
         if len(out) >= n:
             return np.asarray(out, dtype=np.int64)
     nz = np.flatnonzero(skull_flat)
+    nz = nz[nz % nz_last >= z0]
     if nz.size == 0:
         raise ValueError("skull is empty: no voxel to centre a patch on")
     rest = rng.choice(nz, size=n - len(out), replace=True)
@@ -161,28 +195,53 @@ def _cube_bounds(
     return lo, hi
 
 
-def _hat_weights(n: int, k: int) -> torch.Tensor:
-    """(n, k) linear-interpolation weights of k control points spread over n samples.
+def _control_positions(n: int, k: int) -> torch.Tensor:
+    """(n, k) signed distances, in control spacings, from n samples to k control points.
 
-    Same positions as ``F.interpolate(..., mode="trilinear", align_corners=True)``: sample i sits
-    at control coordinate i (k - 1) / (n - 1).
+    The control points span the crop from its first to its last sample (the positions of
+    ``F.interpolate(..., align_corners=True)``): sample i sits at control coordinate
+    i (k - 1) / (n - 1).
     """
     pos = torch.arange(n, dtype=torch.float32) * ((k - 1) / max(n - 1, 1))
-    return torch.clamp(1.0 - torch.abs(pos[:, None] - torch.arange(k, dtype=torch.float32)), min=0)
+    return pos[:, None] - torch.arange(k, dtype=torch.float32)
 
 
-def _displacement(control: torch.Tensor, crop_shape: tuple[int, int, int]) -> torch.Tensor:
-    """Trilinear upsampling of a (C, K0, K1, K2) control grid to a contiguous (C, *crop_shape).
+def _hat_weights(n: int, k: int) -> torch.Tensor:
+    """(n, k) linear-interpolation weights (trilinear when applied per axis)."""
+    return torch.clamp(1.0 - torch.abs(_control_positions(n, k)), min=0)
 
-    Numerically equal to ``F.interpolate(control[None], crop_shape, mode="trilinear",
-    align_corners=True)[0]`` (checked in the tests) but computed as three separable small matrix
-    products, several times faster on one CPU core for the crops used here.
+
+def _bspline_weights(n: int, k: int) -> torch.Tensor:
+    """(n, k) cubic B-spline weights, normalised to sum to 1 per sample.
+
+    The uniform cubic B-spline kernel is C2, so the field is smooth; near the crop's faces some
+    of the kernel's support has no control point, and normalising keeps the weights a partition
+    of unity there (a convex combination: the field never exceeds the control values).
     """
+    t = torch.abs(_control_positions(n, k))
+    w = torch.where(t < 1, (4 - 6 * t**2 + 3 * t**3) / 6, torch.clamp(2 - t, min=0) ** 3 / 6)
+    return w / w.sum(dim=1, keepdim=True)
+
+
+_WEIGHTS = {"linear": _hat_weights, "cubic": _bspline_weights}
+
+
+def _displacement(
+    control: torch.Tensor, crop_shape: tuple[int, int, int], interpolation: str = "linear"
+) -> torch.Tensor:
+    """Upsampling of a (C, K0, K1, K2) control grid to a contiguous (C, *crop_shape).
+
+    ``"linear"`` is numerically equal to ``F.interpolate(control[None], crop_shape,
+    mode="trilinear", align_corners=True)[0]``; ``"cubic"`` uses :func:`_bspline_weights` (both
+    checked in the tests). Computed as three separable small matrix products, several times
+    faster on one CPU core than ``F.interpolate`` for the crops used here.
+    """
+    weights = _WEIGHTS[interpolation]
     c, k0, k1, k2 = control.shape
-    a = torch.einsum("cijk,xi->cxjk", control, _hat_weights(crop_shape[0], k0))
-    a = torch.einsum("cxjk,yj->cxyk", a, _hat_weights(crop_shape[1], k1))
+    a = torch.einsum("cijk,xi->cxjk", control, weights(crop_shape[0], k0))
+    a = torch.einsum("cxjk,yj->cxyk", a, weights(crop_shape[1], k1))
     # last axis as a plain matmul so the result comes out contiguous in (C, X, Y, Z) order
-    out = a.reshape(-1, k2) @ _hat_weights(crop_shape[2], k2).T
+    out = a.reshape(-1, k2) @ weights(crop_shape[2], k2).T
     return out.view(c, *crop_shape)
 
 
@@ -193,6 +252,7 @@ def _warped_patch(
     control: np.ndarray,
     shape: tuple[int, ...],
     method: str = "analytic",
+    interpolation: str = "linear",
 ) -> tuple[tuple[slice, ...], np.ndarray]:
     """Warp a cube patch with a smooth random displacement field inside a local crop.
 
@@ -210,6 +270,7 @@ def _warped_patch(
         control: (3, K, K, K) control-point displacements in [-1, 1] (scaled by ``disp_vox``).
         shape: full volume shape.
         method: "analytic" or "grid_sample".
+        interpolation: "linear" or "cubic" upsampling of the control grid (see module doc).
 
     Returns:
         (crop slices into the full volume, boolean patch mask of the crop's shape).
@@ -221,20 +282,16 @@ def _warped_patch(
     sl = tuple(slice(int(l), int(h)) for l, h in zip(lo, hi))
     c_crop = center - lo
 
-    # Smooth random field: coarse control grid upsampled trilinearly to the crop. Trilinear
-    # interpolation never exceeds the control values, so |d| <= disp_vox per axis and the margin
-    # above is enough; with disp < half edge the centre voxel stays inside its warped patch.
-    # Trilinear interpolation reproduces linear functions exactly, so the sampling position
-    # p(x) = x + d(x) - centre is interpolated directly by adding the control points' own
-    # (centre-relative) coordinates to their displacements: no full-size coordinate grid needed.
-    k = control.shape[1:]
+    # Smooth random field: coarse control grid upsampled to the crop. Both weightings are convex
+    # combinations, so |d| <= disp_vox per axis and the margin above is enough; with disp < half
+    # edge the centre voxel stays inside its warped patch. The sampling position relative to the
+    # centre is p(x) = x + d(x) - centre: the displacement plus one coordinate ramp per axis.
     ctrl = control * disp_vox[:, None, None, None]
+    pos = _displacement(torch.from_numpy(ctrl.astype(np.float32)), crop_shape, interpolation)
     for ax in range(3):
         view = [1, 1, 1]
         view[ax] = -1
-        ramp = np.arange(k[ax]) * ((crop_shape[ax] - 1) / (k[ax] - 1)) - c_crop[ax]
-        ctrl[ax] += ramp.reshape(view)
-    pos = _displacement(torch.from_numpy(ctrl.astype(np.float32)), crop_shape)
+        pos[ax] += torch.arange(crop_shape[ax], dtype=torch.float32).sub_(float(c_crop[ax])).view(view)
 
     if method == "analytic":
         # The sampled cube is the voxelised one (voxel centres within half_vox of the centre,
@@ -330,7 +387,8 @@ def make_mask_with_patches(
     # displacement fields, so D and ND configs with the same seed place the same patches.
     n = int(rng.integers(cfg.n_patches[0], cfg.n_patches[1] + 1))
     sizes = rng.uniform(cfg.patch_size_mm[0], cfg.patch_size_mm[1], size=n)
-    centres = np.stack(np.unravel_index(_sample_centres(skull_flat, n, rng), shape), axis=1)
+    flat = _sample_centres(skull_flat, n, rng, shape, cfg.centre_min_height)
+    centres = np.stack(np.unravel_index(flat, shape), axis=1)
     k = cfg.elastic_control_points
     controls = (
         rng.uniform(-1.0, 1.0, size=(n, 3, k, k, k)) if cfg.deform else [None] * n
@@ -361,7 +419,8 @@ def _place_patches(
             half_vox = size_mm / 2.0 / sp
             if cfg.deform:
                 disp_vox = cfg.elastic_magnitude * size_mm / sp
-                sl, pm = _warped_patch(c, half_vox, disp_vox, controls[i], shape)
+                sl, pm = _warped_patch(c, half_vox, disp_vox, controls[i], shape,
+                                       interpolation=cfg.elastic_interpolation)
                 pm = _centre_component(pm, c - np.array([s_.start for s_ in sl]))
             else:
                 lo, hi = _cube_bounds(c, half_vox, shape)

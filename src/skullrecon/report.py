@@ -1,7 +1,7 @@
 """The paper's outputs: per-case metrics, Table I, Figures 3 and 4, and run provenance.
 
 Table I is computed from the per-case CSV files only, and shows the paper's published values
-beside ours (``workflow/report/paper_table1.csv``), with the number of cases and of failures
+beside ours, mean and median (``workflow/report/paper_table1.csv``), with the number of cases and of failures
 (empty implants, counted with DSC 0 and no HD95).
 """
 
@@ -23,6 +23,8 @@ __all__ = [
     "METHOD_LABELS",
     "evaluate_method",
     "summarise",
+    "read_paper_table",
+    "dataset_label",
     "write_table1",
     "plot_figure4",
     "plot_figure3",
@@ -41,6 +43,7 @@ METHOD_LABELS = {
     "segresnet": "SegResNet",
 }
 DATASET_LABELS = {"skullbreak": "SkullBreak", "skullfix": "SkullFix"}
+GENERALISATION_SUFFIX = "_generalisation"  # <source>_generalisation: new defects on its test skulls
 METRICS = ("dsc", "bdsc", "hd95")
 METRIC_LABELS = {"dsc": "DSC", "bdsc": "BDSC", "hd95": "HD95 [mm]"}
 
@@ -101,31 +104,67 @@ def summarise(csv_paths: Sequence[str | Path]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def read_paper_table(paper_csv: str | Path) -> pd.DataFrame:
+    """The published Table I: one row per dataset and method, ``paper_<metric>_<mean|median>`` columns.
+
+    Lines starting with ``#`` are comments (the citation). A missing file or column is an error
+    naming the file, so a table never silently loses the paper's values.
+    """
+    path = Path(paper_csv)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: published Table I not found")
+    paper = pd.read_csv(path, comment="#")
+    columns = [f"{m}_{s}" for m in METRICS for s in ("mean", "median")]
+    missing = [c for c in ["dataset", "method", *columns] if c not in paper.columns]
+    if missing:
+        raise ValueError(f"{path}: missing column(s) {missing}")
+    if paper.duplicated(["dataset", "method"]).any():
+        raise ValueError(f"{path}: a dataset and method appear more than once")
+    return paper[["dataset", "method", *columns]].rename(columns={c: f"paper_{c}" for c in columns})
+
+
+def dataset_label(dataset: str) -> str:
+    """A dataset's name in tables and figures; ``<source>_generalisation`` names its derived dataset."""
+    if dataset.endswith(GENERALISATION_SUFFIX):
+        source = dataset[: -len(GENERALISATION_SUFFIX)]
+        return f"{DATASET_LABELS.get(source, source)}, generalisation (new defects on its test skulls)"
+    return DATASET_LABELS.get(dataset, dataset)
+
+
 def write_table1(csv_paths: Sequence[str | Path], out_csv: str | Path, out_md: str | Path,
                  paper_csv: str | Path | None = None) -> pd.DataFrame:
-    """Table I as CSV and Markdown, laid out like the paper (one block per dataset)."""
+    """Table I as CSV and Markdown, laid out like the paper (one block per dataset).
+
+    With ``paper_csv`` every method's published mean and median of every metric stand beside
+    ours (``paper_*`` columns); a dataset the paper does not have (a generalisation set) gets none.
+    """
     table = summarise(csv_paths)
-    paper = pd.read_csv(paper_csv) if paper_csv and Path(paper_csv).exists() else None
+    paper = read_paper_table(paper_csv) if paper_csv is not None else None
     if paper is not None:
         table = table.merge(paper, on=["dataset", "method"], how="left")
     table.to_csv(out_csv, index=False, float_format="%.4f")
     lines = ["# Table I: defect reconstruction on the test sets", "",
-             "Mean / median per method; `paper` columns are the published values (mean).", ""]
+             "Mean / median per method. `paper` columns: the published Table I of Wodzinski, Hemmerling, "
+             "Daniol (2024), mean / median.", ""]
     for dataset, block in table.groupby("dataset", sort=False):
-        lines += [f"## {DATASET_LABELS.get(dataset, dataset)}", ""]
+        lines += [f"## {dataset_label(dataset)}", ""]
         notes = [n for n in dict.fromkeys(block.get("scored_on", ())) if isinstance(n, str) and n]
         if notes:
             lines += [f"Scored on {'; '.join(notes)}.", ""]
-        header = ["Method", "Cases", "Failed"] + [f"{METRIC_LABELS[m]} mean / median" for m in METRICS]
-        if paper is not None:
-            header += [f"{METRIC_LABELS[m]} paper" for m in METRICS]
+        with_paper = paper is not None and (paper["dataset"] == dataset).any()
+        header = ["Method", "Cases", "Failed"]
+        for m in METRICS:
+            header += [f"{METRIC_LABELS[m]} mean / median"] + ([f"{METRIC_LABELS[m]} paper mean / median"] if with_paper else [])
         lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
         for row in block.itertuples():
             cells = [METHOD_LABELS.get(row.method, row.method), str(row.cases), str(row.failed)]
-            cells += [f"{_fmt(getattr(row, f'{m}_mean'))} / {_fmt(getattr(row, f'{m}_median'))}" for m in METRICS]
-            if paper is not None:
-                cells += [_fmt(getattr(row, f"paper_{m}", float("nan"))) for m in METRICS]
+            for m in METRICS:
+                cells.append(f"{_fmt(getattr(row, f'{m}_mean'))} / {_fmt(getattr(row, f'{m}_median'))}")
+                if with_paper:
+                    cells.append(f"{_fmt(getattr(row, f'paper_{m}_mean'))} / {_fmt(getattr(row, f'paper_{m}_median'))}")
             lines.append("| " + " | ".join(cells) + " |")
+        if paper is not None and not with_paper:
+            lines += ["", "The paper has no such experiment: no published values."]
         lines.append("")
     Path(out_md).write_text("\n".join(lines))
     return table
@@ -154,7 +193,7 @@ def plot_figure4(csv_paths: Sequence[str | Path], out_png: str | Path) -> None:
             ax.boxplot([g.to_numpy() for g in groups], showfliers=True)
             ax.set_xticks(range(1, len(methods) + 1), [METHOD_LABELS.get(m, m) for m in methods],
                           rotation=30, ha="right")
-            ax.set_title(f"{DATASET_LABELS.get(dataset, dataset)}: {METRIC_LABELS[metric]}")
+            ax.set_title(f"{dataset_label(dataset)}: {METRIC_LABELS[metric]}", fontsize=9)
             ax.grid(axis="y", alpha=0.3)
             if metric != "hd95":
                 ax.set_ylim(-0.02, 1.02)
@@ -195,7 +234,7 @@ def plot_figure3(results_dir: str | Path, datasets: Sequence[str], methods: Sequ
                 ax.set_yticks([])
                 if v == 0:
                     ax.set_title(METHOD_LABELS.get(column, column), fontsize=9)
-            axes[2 * d, 0].set_ylabel(f"{DATASET_LABELS.get(dataset, dataset)} {case['name']}\ntop", fontsize=8)
+            axes[2 * d, 0].set_ylabel(f"{dataset_label(dataset)} {case['name']}\ntop", fontsize=8)
             axes[2 * d + 1, 0].set_ylabel("side", fontsize=8)
     fig.tight_layout()
     fig.savefig(out_png, dpi=110)

@@ -3,8 +3,10 @@
 * ``reconstruct`` (MAE): healthy skull -> random masks removed -> network -> whole skull.
 * ``implant`` (baselines): defective skull -> network -> implant.
 
-Soft Dice loss, AdamW, ExponentialLR, bf16 autocast on GPU, a per-epoch CSV log of loss and
-validation DSC, and resumable checkpoints (model, optimiser, scheduler, epoch, RNG state) kept in
+Soft Dice loss (for the MAE optionally also over the removed patches, :class:`LossConfig`),
+AdamW, ExponentialLR, bf16 autocast on GPU, a per-epoch CSV log of loss and validation DSC
+(for the MAE also the DSC of the bone it put back, the quantity an implant is made of), and
+resumable checkpoints (model, optimiser, scheduler, epoch, RNG state) kept in
 a folder Snakemake never deletes, so a job killed at a time limit continues where it stopped.
 """
 
@@ -28,9 +30,8 @@ from skullrecon.models import build_network, pick_device, save_model
 from skullrecon.preprocess import load_case
 from skullrecon.settings import from_mapping
 
-__all__ = ["TrainConfig", "MaskedSkullDataset", "PairDataset", "EpochSampler", "make_loader", "build_training",
-           "train_step",
-           "train_model", "dice_score"]
+__all__ = ["TrainConfig", "LossConfig", "MaskedSkullDataset", "PairDataset", "EpochSampler", "make_loader",
+           "build_training", "train_step", "train_model", "dice_score", "restored_dice"]
 
 TASKS = ("reconstruct", "implant")
 
@@ -67,19 +68,43 @@ class TrainConfig:
         return from_mapping(cls, d, "training")
 
 
+@dataclass
+class LossConfig:
+    """The MAE's loss: ``whole`` x soft Dice over the whole skull + ``region`` x soft Dice inside
+    the removed patches (prediction and skull both restricted to the mask).
+
+    Whole-skull Dice alone is dominated by the bone the network only has to copy (the removed
+    bone is a few percent of the skull); the region term scores the reconstruction of the
+    patches themselves, the paper's "reconstruct the patches". Baselines ignore this.
+    """
+
+    whole: float = 1.0
+    region: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.whole < 0 or self.region < 0 or self.whole + self.region <= 0:
+            raise ValueError(f"loss weights must be >= 0 and not both 0, got whole={self.whole}, "
+                             f"region={self.region}")
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any] | None) -> LossConfig:
+        return from_mapping(cls, d or {}, "loss")
+
+
 class MaskedSkullDataset(Dataset):
     """Healthy skulls with freshly drawn masks: (masked skull, whole skull).
 
-    Masks depend only on (seed, epoch, index), so they are reproducible whatever the worker
-    layout and a resumed run sees the same masks as an uninterrupted one. The epoch comes with the
-    index (``ds[epoch, i]``, from :class:`EpochSampler`), so persistent workers see it too;
-    ``ds[i]`` uses ``self.epoch``.
+    With ``with_mask`` the target has a second channel, the mask (the removed patches), which
+    the region term of the loss needs. Masks depend only on (seed, epoch, index), so they are
+    reproducible whatever the worker layout and a resumed run sees the same masks as an
+    uninterrupted one. The epoch comes with the index (``ds[epoch, i]``, from
+    :class:`EpochSampler`), so persistent workers see it too; ``ds[i]`` uses ``self.epoch``.
     """
 
     def __init__(self, files: Sequence[Path], mask_cfg: MaskConfig, seed: int,
-                 augment: AugmentConfig | None = None, fixed: bool = False):
+                 augment: AugmentConfig | None = None, fixed: bool = False, with_mask: bool = False):
         self.files, self.mask_cfg, self.seed = list(files), mask_cfg, seed
-        self.augment, self.fixed, self.epoch = augment, fixed, 0
+        self.augment, self.fixed, self.epoch, self.with_mask = augment, fixed, 0, with_mask
 
     def __len__(self) -> int:
         return len(self.files)
@@ -93,6 +118,8 @@ class MaskedSkullDataset(Dataset):
             skull = augment_skull(skull, self.augment, rng)
         mask = make_mask(skull, geom.grid_spacing, self.mask_cfg, rng)
         masked = apply_mask(skull, mask)
+        if self.with_mask:
+            return _tensor(masked), torch.cat([_tensor(skull), _tensor(mask)])
         return _tensor(masked), _tensor(skull)
 
 
@@ -153,14 +180,12 @@ def make_loader(ds: Dataset, cfg: TrainConfig, device: torch.device) -> tuple[Da
     return loader, sampler
 
 
-def build_training(spec: dict[str, Any], cfg: TrainConfig, device: torch.device):
-    """Network, AdamW, ExponentialLR, Soft Dice loss and whether bf16 autocast is on, as trained."""
-    from monai.losses import DiceLoss
-
+def build_training(spec: dict[str, Any], cfg: TrainConfig, device: torch.device, loss_cfg: LossConfig | None = None):
+    """Network, AdamW, ExponentialLR, the loss and whether bf16 autocast is on, as trained."""
     net = build_network(spec["arch"], spec["network"], spec["grid"]).to(device)
     opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.ExponentialLR(opt, gamma=cfg.gamma)
-    return net, opt, sched, DiceLoss(sigmoid=True), cfg.bf16 and device.type == "cuda"
+    return net, opt, sched, _loss_fn(loss_cfg or LossConfig()), cfg.bf16 and device.type == "cuda"
 
 
 def train_step(net: torch.nn.Module, opt: torch.optim.Optimizer, loss_fn: Callable, x: torch.Tensor,
@@ -184,6 +209,35 @@ def dice_score(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     inter = (pred * tgt).sum(1)
     denom = pred.sum(1) + tgt.sum(1)
     return torch.where(denom > 0, 2 * inter / denom.clamp(min=1), torch.ones_like(denom))
+
+
+def restored_dice(logits: torch.Tensor, masked: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """DSC per case of the bone the MAE added: (prediction minus input) vs (skull minus input).
+
+    This is the implant of a reconstruction before any post-processing, so it is what the MAE's
+    validation should track; whole-skull DSC is high even for a network that copies its input.
+    """
+    given = masked > 0.5
+    return dice_score(torch.where(given, torch.full_like(logits, -1.0), logits),
+                      ((target > 0.5) & ~given).float())
+
+
+def _loss_fn(cfg: LossConfig) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    """Soft Dice (MONAI) over the whole target, plus over the mask region when asked."""
+    from monai.losses import DiceLoss
+
+    whole, region = DiceLoss(sigmoid=True), DiceLoss(sigmoid=False)
+
+    def loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        if target.shape[1] == 1:
+            return whole(logits, target)
+        skull, mask = target[:, :1], target[:, 1:]
+        value = cfg.whole * whole(logits, skull) if cfg.whole else 0.0
+        if cfg.region:
+            value = value + cfg.region * region(torch.sigmoid(logits) * mask, skull * mask)
+        return value
+
+    return loss
 
 
 def _split(files: Sequence[Path], fraction: float, seed: int) -> tuple[list[Path], list[Path]]:
@@ -216,6 +270,7 @@ def train_model(
     device: str = "auto",
     log: Callable[[str], None] = print,
     progress: bool = True,
+    loss: LossConfig | None = None,
 ) -> dict[str, Any]:
     """Train a network and write a self-contained model file.
 
@@ -227,7 +282,10 @@ def train_model(
             ``network``, ``grid`` ...).
         checkpoint_dir: where ``last.pt`` is kept between epochs; an existing compatible
             checkpoint is resumed.
-        log_csv: per-epoch ``epoch, train_loss, val_dsc, lr, seconds``.
+        log_csv: per-epoch ``epoch, train_loss, val_dsc, val_restored_dsc, lr, seconds``
+            (``val_restored_dsc``: :func:`restored_dice` for the MAE, equal to ``val_dsc`` for
+            the baselines, whose output is the implant).
+        loss: the MAE's loss weights (default: whole-skull soft Dice only).
     Returns:
         a summary (epochs run, resumed epoch, final validation DSC).
     """
@@ -242,17 +300,19 @@ def train_model(
     dev = pick_device(device)
     torch.manual_seed(cfg.seed)
     train_files, val_files = _split(files, cfg.val_fraction, cfg.seed)
+    loss_cfg = loss or LossConfig()
     if task == "reconstruct":
-        train_ds: Dataset = MaskedSkullDataset(train_files, mask_cfg, cfg.seed, augment)
+        train_ds: Dataset = MaskedSkullDataset(train_files, mask_cfg, cfg.seed, augment,
+                                               with_mask=loss_cfg.region > 0)
         val_ds: Dataset = MaskedSkullDataset(val_files, mask_cfg, cfg.seed + 1, fixed=True)
     else:
         train_ds, val_ds = PairDataset(train_files), PairDataset(val_files)
 
-    net, opt, sched, loss_fn, use_bf16 = build_training(spec, cfg, dev)
+    net, opt, sched, loss_fn, use_bf16 = build_training(spec, cfg, dev, loss_cfg)
 
     checkpoint_dir, log_csv = Path(checkpoint_dir), Path(log_csv)
     checkpoint_dir.mkdir(parents=True, exist_ok=True)
-    fingerprint = _fingerprint(spec, cfg, files)
+    fingerprint = _fingerprint({**spec, "loss": asdict(loss_cfg)} if loss else spec, cfg, files)
     start_epoch, val_dsc = _resume(checkpoint_dir / "last.pt", fingerprint, cfg.epochs, net, opt, sched, log)
     _trim_log(log_csv, start_epoch)
 
@@ -267,15 +327,16 @@ def train_model(
         losses = [float(v) for v in losses]
         lr = opt.param_groups[0]["lr"]
         sched.step()
-        val_dsc = _validate(net, val_ds, dev, use_bf16)
-        row = {"epoch": epoch + 1, "train_loss": float(np.mean(losses)), "val_dsc": val_dsc, "lr": lr,
-               "seconds": round(time.time() - t0, 3)}
+        val_dsc, val_restored = _validate(net, val_ds, dev, use_bf16, task)
+        row = {"epoch": epoch + 1, "train_loss": float(np.mean(losses)), "val_dsc": val_dsc,
+               "val_restored_dsc": val_restored, "lr": lr, "seconds": round(time.time() - t0, 3)}
         _append_log(log_csv, row)
-        bar.set_postfix(loss=f"{row['train_loss']:.4f}", val_dsc=f"{val_dsc:.4f}")
+        bar.set_postfix(loss=f"{row['train_loss']:.4f}", val_dsc=f"{val_dsc:.4f}", restored=f"{val_restored:.4f}")
         if (epoch + 1) % cfg.checkpoint_every == 0 or epoch + 1 == cfg.epochs:
             _checkpoint(checkpoint_dir / "last.pt", fingerprint, epoch + 1, net, opt, sched, val_dsc)
     spec = {**spec, "task": task, "train": asdict(cfg), "val_dsc": val_dsc,
             "masking": asdict(mask_cfg) if mask_cfg is not None else None,
+            "loss": asdict(loss_cfg) if task == "reconstruct" else None,
             "train_cases": [Path(f).stem for f in train_files]}
     save_model(out_path, net, spec)
     log(f"wrote {out_path} (epochs {cfg.epochs}, resumed at {start_epoch}, validation DSC {val_dsc:.4f})")
@@ -283,17 +344,20 @@ def train_model(
 
 
 @torch.no_grad()
-def _validate(net, ds: Dataset, dev: torch.device, bf16: bool) -> float:
+def _validate(net, ds: Dataset, dev: torch.device, bf16: bool, task: str) -> tuple[float, float]:
+    """Mean validation DSC of the output and of the restored bone (see :func:`restored_dice`)."""
     if len(ds) == 0:
-        return float("nan")
+        return float("nan"), float("nan")
     net.eval()
-    scores = []
+    scores, restored = [], []
     for i in range(len(ds)):
         x, y = ds[i]
+        x, y = x[None].to(dev).float(), y[None, :1].to(dev).float()  # uint8 grids from the datasets
         with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=bf16):
-            logits = net(x[None].to(dev).float()).float()
-        scores.append(dice_score(logits, y[None].to(dev).float()).item())
-    return float(np.mean(scores))
+            logits = net(x).float()
+        scores.append(dice_score(logits, y).item())
+        restored.append(restored_dice(logits, x, y).item() if task == "reconstruct" else scores[-1])
+    return float(np.mean(scores)), float(np.mean(restored))
 
 
 def _checkpoint(path: Path, fingerprint: str, epoch: int, net, opt, sched, val_dsc: float) -> None:
@@ -366,6 +430,7 @@ def train_run(
     masking: dict[str, Any] | None = None,
     augment: dict[str, Any] | None = None,
     device: str = "auto",
+    loss: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """One pipeline training job: gather the cases, train, and copy the epoch log beside the model.
 
@@ -391,6 +456,7 @@ def train_run(
     print(f"{method}: {len(files)} training cases from {[str(d) for d in input_dirs]}")
     checkpoint_dir = Path(checkpoint_dir)
     summary = train_model(task, files, model_path, spec, TrainConfig.from_dict(train), checkpoint_dir,
-                          checkpoint_dir / "history.csv", mask_cfg, aug, device)
+                          checkpoint_dir / "history.csv", mask_cfg, aug, device,
+                          loss=LossConfig.from_dict(loss) if task == "reconstruct" else None)
     shutil.copyfile(checkpoint_dir / "history.csv", history_path)
     return summary

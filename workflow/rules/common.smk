@@ -8,6 +8,12 @@ validate(config, schema="../schemas/config.schema.yaml")
 
 RESULTS = f"results/{config['run']}"
 DATASETS = sorted(config["datasets"])  # a mapping: its YAML order must not matter
+# the generalisation experiment: <source>_generalisation holds new defects on the source's test skulls
+GENERALISATION = {f"{src}_generalisation": src for src in sorted(config.get("generalisation") or {})}
+for _src in GENERALISATION.values():
+    if _src not in config["datasets"]:
+        raise ValueError(f"config generalisation.{_src}: no dataset {_src!r} under datasets to take test skulls from")
+EVAL_DATASETS = DATASETS + list(GENERALISATION)  # every dataset scored in Table I and the figures
 MAE_METHODS = [f"mae_{v}" for v in config["mae"]["variants"]]
 BASELINES = list(config["baselines"]["methods"])
 METHODS = MAE_METHODS + BASELINES
@@ -20,7 +26,8 @@ localrules: all, download_dataset, synthesize_dataset, resolved_config, bundle_m
 
 
 wildcard_constraints:
-    dataset="|".join(DATASETS),
+    dataset="|".join(EVAL_DATASETS),
+    source="|".join(GENERALISATION.values()) or "none",
     method="|".join(METHODS),
     baseline="|".join(BASELINES) or "none",
     variant="d|nd",
@@ -50,21 +57,36 @@ def setting(*keys):
     return canonical(value)
 
 
-def dataset_root(wildcards):
-    """Where a dataset's files are: generated, downloaded, or an existing copy."""
-    ds = config["datasets"][wildcards.dataset]
+def root_of(dataset):
+    """Where a dataset's files are: generated, downloaded, an existing copy, or derived (generalisation)."""
+    if dataset in GENERALISATION:
+        return f"{RESULTS}/data/generalisation/{GENERALISATION[dataset]}"
+    ds = config["datasets"][dataset]
     if ds["source"] == "data_dir":
         return ds["data_dir"]
     if ds["source"] == "synthetic":
-        return f"{RESULTS}/data/{wildcards.dataset}"
-    return f"{config['data_root']}/{wildcards.dataset}"
+        return f"{RESULTS}/data/{dataset}"
+    return f"{config['data_root']}/{dataset}"
+
+
+def dataset_root(wildcards):
+    return root_of(wildcards.dataset)
+
+
+def layout_of(dataset):
+    """A dataset's layout; a derived one as skullrecon.defects.derived_layout writes it (test cases only)."""
+    if dataset in GENERALISATION:
+        locations = config["generalisation"][GENERALISATION[dataset]]["locations"]
+        return canonical({"train": "testing", "test": "testing", "types": list(locations)})
+    return canonical(config["datasets"][dataset]["layout"])
 
 
 def network_name(wildcards):
     """The trained network a method uses on a dataset: one MAE for all, one baseline per dataset."""
     if wildcards.method.startswith("mae_"):
         return wildcards.method
-    return f"{wildcards.method}_{wildcards.dataset}"
+    # a generalisation set is scored with the baselines trained on its source's own defects
+    return f"{wildcards.method}_{GENERALISATION.get(wildcards.dataset, wildcards.dataset)}"
 
 
 def network_file(wildcards):
@@ -94,7 +116,7 @@ def final_outputs():
 
 
 def all_metrics():
-    return expand(f"{RESULTS}/metrics/{{dataset}}/{{method}}.csv", dataset=DATASETS, method=METHODS)
+    return expand(f"{RESULTS}/metrics/{{dataset}}/{{method}}.csv", dataset=EVAL_DATASETS, method=METHODS)
 
 
 # Job sizes (what a job needs, not where it runs: partitions, account and GPU model are in the

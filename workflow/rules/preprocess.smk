@@ -9,7 +9,7 @@ rule preprocess:
     log:
         f"{RESULTS}/logs/preprocess/{{dataset}}_{{split}}.log",
     params:
-        layout=lambda wc: canonical(config["datasets"][wc.dataset]["layout"]),
+        layout=lambda wc: layout_of(wc.dataset),
         grid=config["preprocess"]["grid"],
         margin=config["preprocess"]["margin"],
     threads: 2

@@ -47,14 +47,14 @@ rule figure4:
 
 rule figure3:
     input:
-        implants=expand(f"{RESULTS}/implants/{{dataset}}/{{method}}", dataset=DATASETS, method=METHODS),
-        cases=expand(f"{RESULTS}/preprocessed/{{dataset}}/test", dataset=DATASETS),
+        implants=expand(f"{RESULTS}/implants/{{dataset}}/{{method}}", dataset=EVAL_DATASETS, method=METHODS),
+        cases=expand(f"{RESULTS}/preprocessed/{{dataset}}/test", dataset=EVAL_DATASETS),
     output:
         report(f"{RESULTS}/figure3.png", caption="../report/figure3.rst", category="Figures"),
     log:
         f"{RESULTS}/logs/figure3.log",
     params:
-        datasets=DATASETS,
+        datasets=EVAL_DATASETS,
         methods=METHODS,
         results=lambda wc, output: str(Path(output[0]).parent),
     conda:

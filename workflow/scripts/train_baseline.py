@@ -1,6 +1,8 @@
+import torch
 from skullrecon.runlog import to_file
 from skullrecon.train import train_run
 
+torch.set_num_threads(snakemake.threads)  # what the rule was given, not every core of the node
 p = snakemake.params
 with to_file(snakemake.log[0]):
     train_run(
