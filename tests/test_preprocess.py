@@ -49,3 +49,19 @@ def test_real_skull_roundtrip_at_256_keeps_dsc_above_097():
     geom = plan_crop(vol.array, vol.spacing, grid=256)
     back = from_grid(to_grid(vol.array, geom), geom)
     assert _dice(back, vol.array) >= 0.97
+
+
+def test_case_files_round_trip_bit_packed_and_old_files_still_load(tmp_path):
+    from skullrecon.preprocess import load_case, save_case
+
+    rng = np.random.default_rng(0)
+    geom = Geometry(shape=(20, 21, 22), spacing=(1.0, 1.0, 2.0), box_start=(0, 0, 0), box_size=(20, 21, 22), grid=17)
+    skull = (rng.random((17, 17, 17)) < 0.3).astype(np.uint8)  # 17^3: not a whole number of bytes
+    save_case(tmp_path / "new.npz", geom, complete=skull)
+    arrays, back = load_case(tmp_path / "new.npz")
+    assert back == geom and arrays["complete"].dtype == np.uint8
+    np.testing.assert_array_equal(arrays["complete"], skull)
+    with open(tmp_path / "old.npz", "wb") as fh:  # the layout written before bit packing
+        np.savez_compressed(fh, geometry=np.array(geom.to_json()), complete=skull)
+    old, _ = load_case(tmp_path / "old.npz")
+    np.testing.assert_array_equal(old["complete"], skull)

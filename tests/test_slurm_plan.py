@@ -55,7 +55,9 @@ def test_gpu_realdata_config_asks_for_a100(tmp_path):
     jobs = plan("--profile", "slurm", "--configfile", "realdata/run-256.yaml",
                 "--config", f"datasets={{'skullfix': {{'data_dir': '{tmp_path}'}}}}")
     assert_a100_for_gpu_rules(jobs)
-    assert len(jobs["train_baseline"]) == 5 and len(jobs["infer"]) == 7
+    config = yaml.safe_load((REPO / "realdata" / "run-256.yaml").read_text())
+    scored = len(config["datasets"]) + len(config.get("generalisation") or {})  # + new defects on its test skulls
+    assert len(jobs["train_baseline"]) == 5 and len(jobs["infer"]) == 7 * scored
 
 
 def test_users_own_configfile_asks_for_a100(tmp_path):

@@ -249,6 +249,40 @@ def test_mae_trains_on_masked_healthy_skulls(prepared, tmp_path):
                     device="cpu", progress=False)
 
 
+def test_worker_processes_give_the_same_training(prepared, tmp_path):
+    """Persistent workers (epoch carried by the sampler, uint8 hand-over) train exactly like the
+    main process: the masks of every epoch are the same, so are the weights."""
+    healthy = sorted((prepared / "healthy").glob("*.npz"))
+    mask_cfg = MaskConfig(n_patches=(1, 2), patch_size_mm=(20.0, 50.0))
+    weights = []
+    for workers in (0, 2):
+        out = tmp_path / f"w{workers}"
+        train_model("reconstruct", healthy, out / "model.pt", {**SPEC, "method": "mae_d"},
+                    TrainConfig(**{**SETTINGS, "epochs": 3, "num_workers": workers}), out / "ckpt",
+                    out / "ckpt" / "history.csv", mask_cfg=mask_cfg, device="cpu", progress=False,
+                    log=lambda *_: None)
+        weights.append(_weights(out / "model.pt"))
+    assert _same(*weights)
+    # and the masks do change from epoch to epoch (a stale epoch in the workers would repeat them)
+    ds = MaskedSkullDataset(healthy, mask_cfg, seed=0)
+    assert not torch.equal(ds[0, 0][0], ds[1, 0][0])
+
+
+def test_epoch_sampler_keeps_the_order_of_a_shuffling_dataloader():
+    """Persistent workers did not change which case comes when: same order as before, per epoch."""
+    from torch.utils.data import DataLoader
+
+    from skullrecon.train import EpochSampler
+
+    sampler = EpochSampler(11, seed=3)
+    for epoch in (0, 1, 7):
+        sampler.epoch = epoch
+        before = DataLoader(list(range(11)), batch_size=None, shuffle=True,
+                            generator=torch.Generator().manual_seed(3 * 100_003 + epoch))
+        assert [i for _, i in sampler] == [int(i) for i in before]
+        assert {e for e, _ in sampler} == {epoch}
+
+
 def _blobs() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """A 'skull' slab, a mask over part of it, and the masked input (1, 1, 16, 16, 16)."""
     skull = torch.zeros(1, 1, 16, 16, 16)

@@ -17,11 +17,11 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Callable, Iterable, Sequence
 
 import numpy as np
 
-from skullrecon.io import VolumeError, read_volume
+from skullrecon.io import Volume, VolumeError, read_volume
 
 __all__ = ["Case", "Layout", "DatasetError", "list_cases", "list_healthy", "validate_cases", "resolve_layout", "scored_on"]
 
@@ -189,6 +189,8 @@ def validate_cases(
     healthy: Iterable[tuple[str, Path]] = (),
     max_spacing_mm: float = 5.0,
     require_ground_truth: bool = True,
+    on_healthy: Callable[[str, Volume], None] | None = None,
+    on_case: Callable[[Case, dict[str, Volume]], None] | None = None,
 ) -> None:
     """Read every file once and report all problems together.
 
@@ -196,33 +198,45 @@ def validate_cases(
     spacing for defective skull, implant and complete skull; a missing implant is a problem when
     ``require_ground_truth``.
 
+    Args:
+        on_healthy: called with each usable healthy skull as it is read, so a caller can use the
+            data without reading the file again.
+        on_case: called with each case whose files are all usable, and its volumes read for it
+            (``defective``, ``implant`` where present; a complete skull already read as a healthy
+            one is not read again and not passed).
+
     Raises:
-        DatasetError: listing every problem, one line per file.
+        DatasetError: listing every problem, one line per file (after the callbacks of the good ones).
     """
     problems: list[str] = []
     seen: dict[Path, tuple | None] = {}
 
-    def check(path: Path) -> tuple | None:
-        if path not in seen:  # a complete skull is shared by every defect type and the healthy list
-            seen[path] = _check(path)
-        return seen[path]
-
-    def _check(path: Path) -> tuple | None:
+    def check(path: Path) -> tuple[tuple | None, Volume | None]:
+        """(shape, spacing) of a file, and its volume if it is read now and usable."""
+        if path in seen:  # a complete skull is shared by every defect type and the healthy list
+            return seen[path], None
         try:
             vol = read_volume(path)
         except VolumeError as err:
             problems.append(str(err))
-            return None
+            seen[path] = None
+            return None, None
+        bad = len(problems)
         if np.any(vol.spacing > max_spacing_mm):
             problems.append(f"{path}: voxel spacing {vol.spacing.round(3).tolist()} mm exceeds {max_spacing_mm} mm")
         if not vol.array.any():
             problems.append(f"{path}: volume is empty (no foreground voxels)")
-        return vol.shape, tuple(float(v) for v in np.round(vol.spacing, 4))
+        seen[path] = vol.shape, tuple(float(v) for v in np.round(vol.spacing, 4))
+        return seen[path], vol if len(problems) == bad else None
 
-    for _, path in healthy:
-        check(path)
+    for case_id, path in healthy:
+        _, vol = check(path)
+        if vol is not None and on_healthy is not None:
+            on_healthy(case_id, vol)
     for case in cases:
-        ref = check(case.defective)
+        before = len(problems)
+        ref, defective = check(case.defective)
+        volumes = {"defective": defective}
         files = [("implant", case.implant), ("complete skull", case.complete)]
         for label, path in files:
             if path is None:
@@ -232,11 +246,15 @@ def validate_cases(
             if not path.exists():
                 problems.append(f"{path}: {label} file missing for case {case.name}")
                 continue
-            geo = check(path)
+            geo, vol = check(path)
+            if label == "implant":
+                volumes["implant"] = vol
             if ref is not None and geo is not None and geo != ref:
                 problems.append(
                     f"{path}: shape {geo[0]} / spacing {list(geo[1])} mm does not match the defective skull "
                     f"{case.defective} (shape {ref[0]} / spacing {list(ref[1])} mm)"
                 )
+        if on_case is not None and len(problems) == before and defective is not None:
+            on_case(case, {k: v for k, v in volumes.items() if v is not None})
     if problems:
         raise DatasetError(f"{len(problems)} problem(s) in the dataset:\n" + "\n".join(problems))

@@ -78,7 +78,9 @@ def upsample_cases(pred_dir: str | Path, cases_tsv: str | Path, out_dir: str | P
         defective = read_volume(row.defective)
         if defective.shape != geom.shape:
             raise ValueError(f"{row.defective}: shape {defective.shape} differs from the preprocessed {geom.shape}")
-        write_volume(Path(out_dir) / f"{row.name}.nrrd", from_grid(prob, geom, threshold), like=defective)
+        order = "F" if defective.array.flags.f_contiguous and not defective.array.flags.c_contiguous else "C"
+        write_volume(Path(out_dir) / f"{row.name}.nrrd", from_grid(prob, geom, threshold, order=order),
+                     like=defective)
         log(f"{row.name}: {geom.grid}^3 -> {geom.shape}")
     return len(table)
 
@@ -131,11 +133,10 @@ def reconstruct_file(defective_path: str | Path, model_path: str | Path, out_dir
 
     t = time.perf_counter()
     post = PostprocessConfig.from_dict(spec["postprocess"])
-    prediction = from_grid(prob, geom, post.threshold)
-    if defective.array.flags.f_contiguous and not prediction.flags.f_contiguous:
-        # NIfTI and NRRD readers give Fortran-ordered arrays; element-wise steps that mix memory
-        # orders are several times slower at 512^3, and a C-ordered result is slow to write back
-        prediction = np.asfortranarray(prediction)
+    # NIfTI and NRRD readers give Fortran-ordered arrays; element-wise steps that mix memory
+    # orders are several times slower at 512^3, and a C-ordered result is slow to write back
+    order = "F" if defective.array.flags.f_contiguous and not defective.array.flags.c_contiguous else "C"
+    prediction = from_grid(prob, geom, post.threshold, order=order)
     timings["upsample"] = time.perf_counter() - t
 
     t = time.perf_counter()

@@ -30,8 +30,8 @@ from skullrecon.models import build_network, pick_device, save_model
 from skullrecon.preprocess import load_case
 from skullrecon.settings import from_mapping
 
-__all__ = ["TrainConfig", "LossConfig", "MaskedSkullDataset", "PairDataset", "train_model", "dice_score",
-           "restored_dice"]
+__all__ = ["TrainConfig", "LossConfig", "MaskedSkullDataset", "PairDataset", "EpochSampler", "make_loader",
+           "build_training", "train_step", "train_model", "dice_score", "restored_dice"]
 
 TASKS = ("reconstruct", "implant")
 
@@ -97,7 +97,8 @@ class MaskedSkullDataset(Dataset):
     With ``with_mask`` the target has a second channel, the mask (the removed patches), which
     the region term of the loss needs. Masks depend only on (seed, epoch, index), so they are
     reproducible whatever the worker layout and a resumed run sees the same masks as an
-    uninterrupted one.
+    uninterrupted one. The epoch comes with the index (``ds[epoch, i]``, from
+    :class:`EpochSampler`), so persistent workers see it too; ``ds[i]`` uses ``self.epoch``.
     """
 
     def __init__(self, files: Sequence[Path], mask_cfg: MaskConfig, seed: int,
@@ -108,10 +109,11 @@ class MaskedSkullDataset(Dataset):
     def __len__(self) -> int:
         return len(self.files)
 
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def __getitem__(self, key: int | tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+        epoch, i = key if isinstance(key, tuple) else (self.epoch, key)
         arrays, geom = load_case(self.files[i])
         skull = arrays["complete"].astype(bool)
-        rng = np.random.default_rng([self.seed, 0 if self.fixed else self.epoch + 1, i])
+        rng = np.random.default_rng([self.seed, 0 if self.fixed else epoch + 1, i])
         if self.augment is not None and not self.fixed:
             skull = augment_skull(skull, self.augment, rng)
         mask = make_mask(skull, geom.grid_spacing, self.mask_cfg, rng)
@@ -130,13 +132,74 @@ class PairDataset(Dataset):
     def __len__(self) -> int:
         return len(self.files)
 
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def __getitem__(self, key: int | tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+        i = key[1] if isinstance(key, tuple) else key
         arrays, _ = load_case(self.files[i])
         return _tensor(arrays["defective"]), _tensor(arrays["implant"])
 
 
 def _tensor(a: np.ndarray) -> torch.Tensor:
-    return torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32))[None]
+    """A binary grid as a (1, D, H, W) uint8 tensor: a quarter of float32 to hand from a worker
+    to the trainer and to the GPU; :func:`train_step` makes it float on the device."""
+    return torch.from_numpy(np.ascontiguousarray(a, dtype=np.uint8))[None]
+
+
+class EpochSampler(torch.utils.data.Sampler):
+    """Shuffled ``(epoch, index)`` keys, in the order of a ``DataLoader(shuffle=True)`` seeded per epoch.
+
+    Runs in the main process, so with persistent workers the epoch still reaches the dataset
+    (an attribute set on the dataset would not reach the workers' copies).
+    """
+
+    def __init__(self, n: int, seed: int):
+        self.n, self.seed, self.epoch = n, seed, 0
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __iter__(self):
+        gen = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
+        # the draw a DataLoader made from its generator (its workers' base seed) before shuffling,
+        # so the order is the one earlier versions trained with
+        torch.empty((), dtype=torch.int64).random_(generator=gen)
+        order = torch.randperm(self.n, generator=gen)
+        return iter([(self.epoch, int(i)) for i in order])
+
+
+def make_loader(ds: Dataset, cfg: TrainConfig, device: torch.device) -> tuple[DataLoader, EpochSampler]:
+    """The training loader: workers kept across epochs, pinned memory for a GPU.
+
+    Set ``sampler.epoch`` before each epoch.
+    """
+    sampler = EpochSampler(len(ds), cfg.seed)
+    workers = cfg.num_workers
+    loader = DataLoader(ds, batch_size=cfg.batch_size, sampler=sampler, num_workers=workers, drop_last=False,
+                        persistent_workers=workers > 0, pin_memory=device.type == "cuda",
+                        prefetch_factor=4 if workers > 0 else None,
+                        generator=torch.Generator().manual_seed(cfg.seed))  # workers' seeds; not the global RNG
+    return loader, sampler
+
+
+def build_training(spec: dict[str, Any], cfg: TrainConfig, device: torch.device, loss_cfg: LossConfig | None = None):
+    """Network, AdamW, ExponentialLR, the loss and whether bf16 autocast is on, as trained."""
+    net = build_network(spec["arch"], spec["network"], spec["grid"]).to(device)
+    opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    sched = torch.optim.lr_scheduler.ExponentialLR(opt, gamma=cfg.gamma)
+    return net, opt, sched, _loss_fn(loss_cfg or LossConfig()), cfg.bf16 and device.type == "cuda"
+
+
+def train_step(net: torch.nn.Module, opt: torch.optim.Optimizer, loss_fn: Callable, x: torch.Tensor,
+               y: torch.Tensor, device: torch.device, bf16: bool) -> torch.Tensor:
+    """One optimisation step on a batch, as the trainer runs it (bf16 autocast on a GPU when
+    ``bf16``); returns the loss (not synchronised: ``.item()`` waits for the GPU)."""
+    x = x.to(device, non_blocking=True).float()
+    y = y.to(device, non_blocking=True).float()
+    opt.zero_grad(set_to_none=True)
+    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+        loss = loss_fn(net(x).float(), y)
+    loss.backward()
+    opt.step()
+    return loss.detach()
 
 
 def dice_score(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -245,11 +308,7 @@ def train_model(
     else:
         train_ds, val_ds = PairDataset(train_files), PairDataset(val_files)
 
-    net = build_network(spec["arch"], spec["network"], spec["grid"]).to(dev)
-    opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    sched = torch.optim.lr_scheduler.ExponentialLR(opt, gamma=cfg.gamma)
-    loss_fn = _loss_fn(loss_cfg)
-    use_bf16 = cfg.bf16 and dev.type == "cuda"
+    net, opt, sched, loss_fn, use_bf16 = build_training(spec, cfg, dev, loss_cfg)
 
     checkpoint_dir, log_csv = Path(checkpoint_dir), Path(log_csv)
     checkpoint_dir.mkdir(parents=True, exist_ok=True)
@@ -259,21 +318,13 @@ def train_model(
 
     bar = tqdm(range(start_epoch, cfg.epochs), initial=start_epoch, total=cfg.epochs,
                desc=spec.get("method", "train"), disable=not progress, mininterval=5)
+    loader, sampler = make_loader(train_ds, cfg, dev)
     for epoch in bar:
         t0 = time.time()
-        train_ds.epoch = epoch
-        loader = DataLoader(train_ds, batch_size=cfg.batch_size, shuffle=True, num_workers=cfg.num_workers,
-                            generator=torch.Generator().manual_seed(cfg.seed * 100_003 + epoch), drop_last=False)
+        sampler.epoch = train_ds.epoch = epoch
         net.train()
-        losses = []
-        for x, y in loader:
-            x, y = x.to(dev, non_blocking=True), y.to(dev, non_blocking=True)
-            opt.zero_grad(set_to_none=True)
-            with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=use_bf16):
-                loss = loss_fn(net(x).float(), y)
-            loss.backward()
-            opt.step()
-            losses.append(loss.item())
+        losses = [train_step(net, opt, loss_fn, x, y, dev, use_bf16) for x, y in loader]
+        losses = [float(v) for v in losses]
         lr = opt.param_groups[0]["lr"]
         sched.step()
         val_dsc, val_restored = _validate(net, val_ds, dev, use_bf16, task)
@@ -301,7 +352,7 @@ def _validate(net, ds: Dataset, dev: torch.device, bf16: bool, task: str) -> tup
     scores, restored = [], []
     for i in range(len(ds)):
         x, y = ds[i]
-        x, y = x[None].to(dev), y[None, :1].to(dev)
+        x, y = x[None].to(dev).float(), y[None, :1].to(dev).float()  # uint8 grids from the datasets
         with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=bf16):
             logits = net(x).float()
         scores.append(dice_score(logits, y).item())

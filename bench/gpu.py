@@ -1,0 +1,293 @@
+"""GPU check of the paper run: step time and memory of every network, the MAE's inference time, the
+data loader against the GPU, and the GPU hours of each training rule against the SLURM time limit.
+
+One command, a few minutes on one A100/H100 (``python bench/gpu.py``). Everything is read from the
+paper config (``config.yaml``: grid, networks, batch size, bf16, epochs, DataLoader workers, masks)
+and the SLURM profile (``slurm/config.yaml``: runtime per training attempt, retries). The training
+step is the trainer's own (:func:`skullrecon.train.train_step` with
+:func:`skullrecon.train.build_training`), the forward pass inference's own
+(:func:`skullrecon.infer.predict`), the loader the trainer's (:func:`skullrecon.train.make_loader`)
+on cases written by :func:`skullrecon.preprocess.save_case` (a synthetic skull at the loader's
+grid, or ``--cases`` preprocessed files). Every line names the card.
+
+    python bench/gpu.py                                  # the paper settings on the GPU
+    python bench/gpu.py --device cpu --grid 32 --loader-grid 256 --networks mae unet
+    python bench/gpu.py --device cpu --grid 32 --repeats 1 --warmup 1 --loader-cases 2 --num-workers 0
+
+Per network: median seconds per step over ``--repeats`` after ``--warmup`` (synchronised), peak
+GPU memory (``max_memory_allocated``; a network over 40 GB is flagged, as the smaller A100 has
+40 GB). Projection per training (rule ``train_mae`` x 2 variants, ``train_baseline`` x methods x
+datasets): epochs x (training cases x max(step time, 1 / loader rate) + validation cases x
+forward time), in GPU hours, and the attempts that needs at the profile's runtime limit.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+# Training cases per dataset (docs/datasets.md): complete skulls (the MAE) and defective cases.
+DATASET_CASES = {"skullbreak": {"healthy": 114, "cases": 570, "types": 5}, "skullfix": {"healthy": 100, "cases": 100, "types": 1}}
+
+
+def card_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"CPU {platform.processor() or platform.machine()} x{torch.get_num_threads()} threads"
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def trainings(cfg: dict) -> list[dict]:
+    """Every training job of the paper run: method, network, task, epochs and its case counts."""
+    out = []
+    mae_cases = 0
+    for ds in cfg["mae"]["datasets"]:
+        held = len(cfg["datasets"][ds]["layout"].get("test_ids") or [])
+        mae_cases += DATASET_CASES[ds]["healthy"] - held
+    for variant in cfg["mae"]["variants"]:
+        out.append({"rule": "train_mae", "method": f"mae_{variant}", "arch": cfg["mae"]["arch"],
+                    "network": cfg["mae"]["network"], "train": cfg["mae"]["train"], "cases": mae_cases})
+    for method in cfg["baselines"]["methods"]:
+        for ds in cfg["datasets"]:
+            held = len(cfg["datasets"][ds]["layout"].get("test_ids") or []) * DATASET_CASES[ds]["types"]
+            out.append({"rule": "train_baseline", "method": f"{method}_{ds}", "arch": method,
+                        "network": cfg["baselines"]["networks"][method], "train": cfg["baselines"]["train"],
+                        "cases": DATASET_CASES[ds]["cases"] - held})
+    return out
+
+
+def time_steps(arch: str, network: dict, train: dict, grid: int, device: torch.device, warmup: int,
+               repeats: int, loss: dict | None = None) -> dict:
+    """Median seconds per training step and peak memory of one network, as the trainer steps it."""
+    from skullrecon.train import LossConfig, TrainConfig, build_training, train_step
+
+    cfg = TrainConfig.from_dict(train)
+    spec = {"arch": arch, "network": network, "grid": grid}
+    torch.manual_seed(0)
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats(device)
+    loss_cfg = LossConfig.from_dict(loss)
+    net, opt, _, loss_fn, bf16 = build_training(spec, cfg, device, loss_cfg)
+    net.train()
+    gen = torch.Generator().manual_seed(0)
+    shape = (cfg.batch_size, 1) + (grid,) * 3
+    x = (torch.rand(shape, generator=gen) < 0.1).to(torch.uint8)  # uint8, as the loader hands it over
+    y = (torch.rand(shape, generator=gen) < 0.1).to(torch.uint8)
+    if loss_cfg.region > 0:  # the MAE's target then carries the mask as a second channel
+        y = torch.cat([y, (torch.rand(shape, generator=gen) < 0.05).to(torch.uint8)], dim=1)
+    times = []
+    for i in range(warmup + repeats):
+        _sync(device)
+        t = time.perf_counter()
+        loss = train_step(net, opt, loss_fn, x, y, device, bf16)
+        _sync(device)
+        if i >= warmup:
+            times.append(time.perf_counter() - t)
+    finite = math.isfinite(float(loss))
+    peak = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else float("nan")
+    params = sum(p.numel() for p in net.parameters())
+    del net, opt
+    return {"step_s": statistics.median(times), "peak_gib": peak, "finite": finite, "params": params,
+            "bf16": bf16, "batch": cfg.batch_size}
+
+
+def time_forward(arch: str, network: dict, grid: int, device: torch.device, warmup: int, repeats: int) -> float:
+    """Median seconds of one case through :func:`skullrecon.infer.predict` (copies included)."""
+    from skullrecon.infer import predict
+    from skullrecon.models import build_network
+
+    torch.manual_seed(0)
+    net = build_network(arch, network, grid).to(device).eval()
+    x = (np.random.default_rng(0).random((grid,) * 3) < 0.1).astype(np.uint8)
+    times = []
+    for i in range(warmup + repeats):
+        _sync(device)
+        t = time.perf_counter()
+        predict(net, x, device)
+        _sync(device)
+        if i >= warmup:
+            times.append(time.perf_counter() - t)
+    return statistics.median(times)
+
+
+def _loader_cases(folder: Path, grid: int, n: int) -> list[Path]:
+    """``n`` case files at ``grid``^3 (one synthetic skull, a healthy and a defective/implant pair each)."""
+    from skullrecon.preprocess import preprocess_volume, save_case
+    from skullrecon.synthetic import make_case
+
+    size = grid + grid // 4
+    spacing = (220.0 / size,) * 3
+    skull, masks, _ = make_case((size,) * 3, spacing, seed=0, case=0, kinds=["parietotemporal"])
+    removed = masks["parietotemporal"].astype(bool)
+    g_skull, geom = preprocess_volume(skull, spacing, grid, 0.1)
+    g_def, geom_d = preprocess_volume((skull.astype(bool) & ~removed).astype(np.uint8), spacing, grid, 0.1)
+    from skullrecon.preprocess import to_grid
+
+    g_imp = (to_grid(removed.astype(np.uint8), geom_d) >= 0.5).astype(np.uint8)
+    files = []
+    for i in range(n):
+        save_case(folder / "healthy" / f"{i:03d}.npz", geom, complete=g_skull)
+        save_case(folder / "cases" / f"{i:03d}.npz", geom_d, defective=g_def, implant=g_imp)
+        files.append(f"{i:03d}.npz")
+    return files
+
+
+def loader_rates(files_dir: Path, cfg: dict, workers: int, device: torch.device, epochs: int = 2) -> dict:
+    """Cases per second of the trainer's loader (MAE: load + mask; baselines: load), and the
+    in-process cost per case of each part."""
+    from skullrecon.masking import MaskConfig, apply_mask, make_mask
+    from skullrecon.preprocess import load_case
+    from skullrecon.train import MaskedSkullDataset, PairDataset, TrainConfig, make_loader
+
+    mask_cfg = MaskConfig.from_dict(cfg["mae"]["masking"])
+    out = {}
+    healthy = sorted((files_dir / "healthy").glob("*.npz"))
+    pairs = sorted((files_dir / "cases").glob("*.npz"))
+    for name, ds in (("mae", MaskedSkullDataset(healthy, mask_cfg, seed=0)), ("baseline", PairDataset(pairs))):
+        tcfg = TrainConfig.from_dict({**cfg["mae"]["train"], "num_workers": workers})
+        loader, sampler = make_loader(ds, tcfg, device)
+        n, t0 = 0, None
+        for epoch in range(epochs):  # the first epoch starts the workers; the rest is timed
+            sampler.epoch = epoch
+            if epoch == 1:
+                t0 = time.perf_counter()
+            for x, _ in loader:
+                x.to(device, non_blocking=True)
+                n += x.shape[0] if epoch >= 1 else 0
+        _sync(device)
+        out[name] = n / (time.perf_counter() - t0)
+        del loader
+    # in-process parts, one case
+    t = time.perf_counter()
+    arrays, geom = load_case(healthy[0])
+    out["decode_s"] = time.perf_counter() - t
+    skull = arrays["complete"].astype(bool)
+    rng = np.random.default_rng(0)
+    t = time.perf_counter()
+    apply_mask(skull, make_mask(skull, geom.grid_spacing, mask_cfg, rng))
+    out["mask_s"] = time.perf_counter() - t
+    return out
+
+
+def slurm_limits(profile: Path) -> dict:
+    prof = yaml.safe_load(profile.read_text())
+    res = prof.get("set-resources", {})
+    default = prof.get("default-resources", {}).get("runtime", 60)
+    return {"retries": int(prof.get("retries", 0)),
+            "runtime_h": {r: float(res.get(r, {}).get("runtime", default)) / 60 for r in ("train_mae", "train_baseline")}}
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--config", type=Path, default=REPO / "config.yaml")
+    ap.add_argument("--slurm-profile", type=Path, default=REPO / "slurm" / "config.yaml")
+    ap.add_argument("--device", default="auto", help="auto | cuda | cpu")
+    ap.add_argument("--grid", type=int, default=None, help="network grid (default: the config's, 256)")
+    ap.add_argument("--loader-grid", type=int, default=None, help="grid of the loader's cases (default: --grid)")
+    ap.add_argument("--networks", nargs="+", default=None,
+                    help="subset: mae and/or baseline method names (default: all)")
+    ap.add_argument("--warmup", type=int, default=3)
+    ap.add_argument("--repeats", type=int, default=10)
+    ap.add_argument("--num-workers", type=int, default=None, help="loader workers (default: the config's)")
+    ap.add_argument("--loader-cases", type=int, default=16, help="cases per loader epoch")
+    ap.add_argument("--cases", type=Path, default=None,
+                    help="preprocessed folder with healthy/ and cases/ to load instead of synthetic cases")
+    args = ap.parse_args(argv)
+
+    from skullrecon.models import pick_device
+
+    cfg = yaml.safe_load(args.config.read_text())
+    device = pick_device(args.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        ap.error("--device cuda asked for, but no CUDA GPU is available")
+    card = card_name(device)
+    grid = args.grid or int(cfg["preprocess"]["grid"])
+    loader_grid = args.loader_grid or grid
+    workers = args.num_workers if args.num_workers is not None else int(cfg["mae"]["train"]["num_workers"])
+    jobs = trainings(cfg)
+    archs = {"mae": (cfg["mae"]["arch"], cfg["mae"]["network"], cfg["mae"]["train"])}
+    for m in cfg["baselines"]["methods"]:
+        archs[m] = (m, cfg["baselines"]["networks"][m], cfg["baselines"]["train"])
+    chosen = args.networks or list(archs)
+    unknown = sorted(set(chosen) - set(archs))
+    if unknown:
+        ap.error(f"unknown network(s) {unknown}; choose from {sorted(archs)}")
+
+    def say(text: str) -> None:
+        print(f"[{card}] {text}", flush=True)
+
+    say(f"torch {torch.__version__}, grid {grid}^3, loader grid {loader_grid}^3, config {args.config.name}")
+    steps, forward = {}, {}
+    for name in chosen:
+        arch, network, train = archs[name]
+        try:
+            r = time_steps(arch, network, train, grid, device, args.warmup, args.repeats,
+                           cfg["mae"].get("loss") if name == "mae" else None)
+        except torch.cuda.OutOfMemoryError:
+            say(f"{name:<14} step: OUT OF MEMORY at {grid}^3, batch {train['batch_size']}")
+            continue
+        except (RuntimeError, ValueError) as err:  # e.g. UNETR below 64^3: 1-voxel feature maps
+            say(f"{name:<14} step: FAILED at {grid}^3 ({type(err).__name__}: {str(err).splitlines()[0][:120]})")
+            continue
+        steps[name] = r
+        flag = "" if not r["peak_gib"] > 40 else "  ** over 40 GB: does not fit an A100-40GB **"
+        say(f"{name:<14} step {r['step_s'] * 1000:9.1f} ms (median of {args.repeats}, batch {r['batch']}, "
+            f"bf16 {'on' if r['bf16'] else 'off'}), peak memory {r['peak_gib']:.2f} GiB, "
+            f"{r['params'] / 1e6:.1f} M parameters, loss finite {r['finite']}{flag}")
+        forward[name] = time_forward(arch, network, grid, device, args.warmup, args.repeats)
+        note = "  (paper: < 100 ms)" if name == "mae" else ""
+        say(f"{name:<14} inference forward {forward[name] * 1000:9.1f} ms per case{note}")
+
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = args.cases or Path(tmp)
+        if args.cases is None:
+            _loader_cases(folder, loader_grid, args.loader_cases)
+        rates = loader_rates(folder, cfg, workers, device)
+    say(f"loader at {loader_grid}^3, {workers} workers: MAE (load + mask) {rates['mae']:.1f} cases/s, "
+        f"baseline (load) {rates['baseline']:.1f} cases/s; in-process per case: decode "
+        f"{rates['decode_s'] * 1000:.1f} ms, mask {rates['mask_s'] * 1000:.1f} ms")
+    for name, r in steps.items():
+        rate = rates["mae" if name == "mae" else "baseline"]
+        verdict = "loader keeps up" if rate >= 1 / r["step_s"] else "LOADER-BOUND (GPU starves)"
+        say(f"{name:<14} steps/s {1 / r['step_s']:8.2f} vs loader {rate:8.2f} cases/s: {verdict}")
+
+    limits = slurm_limits(args.slurm_profile)
+    say(f"projection (profile {args.slurm_profile.parent.name}: runtime per attempt "
+        f"{limits['runtime_h']['train_mae']:.0f} h / {limits['runtime_h']['train_baseline']:.0f} h, "
+        f"retries {limits['retries']}; grid {grid}^3{'' if grid == int(cfg['preprocess']['grid']) else ' - NOT the paper grid'})")
+    for job in jobs:
+        key = "mae" if job["rule"] == "train_mae" else job["method"].rsplit("_", 1)[0]
+        if key not in steps:
+            continue
+        tr = job["train"]
+        n_val = max(1, round(job["cases"] * tr["val_fraction"])) if tr["val_fraction"] > 0 else 0
+        n_train = job["cases"] - n_val
+        per_case = max(steps[key]["step_s"], 1 / rates["mae" if key == "mae" else "baseline"])
+        hours = tr["epochs"] * (math.ceil(n_train / tr["batch_size"]) * per_case + n_val * forward[key]) / 3600
+        limit = limits["runtime_h"][job["rule"]]
+        attempts = max(1, math.ceil(hours / limit))
+        ok = "fits" if attempts <= 1 + limits["retries"] else "DOES NOT FIT the retries"
+        say(f"{job['rule']:<14} {job['method']:<24} {tr['epochs']:5d} epochs x {n_train:3d} cases: "
+            f"{hours:8.1f} GPU h -> {attempts} attempt(s) of {limit:.0f} h "
+            f"({attempts - 1} resubmission(s); {ok})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,56 @@
+"""bench/gpu.py, the GPU check of the paper run, runs on the CPU at a tiny grid so it cannot rot.
+
+One network (the MAE's UNet at 32^3), one timed step, a two-case loader in the main process: a
+few seconds. On a GPU machine the same script runs at the paper's 256^3 (see its docstring).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "bench"))
+
+
+def test_gpu_check_runs_on_the_cpu_at_a_tiny_grid():
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO / "src"), os.environ.get("PYTHONPATH", "")])}
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "bench" / "gpu.py"), "--device", "cpu", "--grid", "32", "--networks", "mae",
+         "--warmup", "0", "--repeats", "1", "--loader-cases", "2", "--num-workers", "0"],
+        capture_output=True, text=True, timeout=600, env=env,
+    )
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.strip().splitlines()
+    card = re.match(r"\[(CPU [^\]]+)\] ", lines[0])
+    assert card, lines[0]
+    assert all(line.startswith(f"[{card.group(1)}] ") for line in lines)  # the card on every line
+    text = proc.stdout
+    step = re.search(r"mae +step +([\d.]+) ms .* loss finite True", text)
+    assert step and float(step.group(1)) > 0, text
+    assert re.search(r"mae +inference forward +[\d.]+ ms per case", text), text
+    rates = re.search(r"MAE \(load \+ mask\) ([\d.]+) cases/s, baseline \(load\) ([\d.]+) cases/s", text)
+    assert rates and float(rates.group(1)) > 0 and float(rates.group(2)) > 0, text
+    assert re.search(r"mae +steps/s +[\d.]+ vs loader", text)
+    # both MAE trainings projected against the profile's limit, and said not to be the paper grid
+    projected = re.findall(r"train_mae +(mae_\w+) +1200 epochs x +\d+ cases: +([\d.]+) GPU h -> (\d+) attempt", text)
+    assert [m for m, _, _ in projected] == ["mae_d", "mae_nd"]
+    assert "NOT the paper grid" in text
+
+
+def test_every_training_of_the_paper_run_is_projected():
+    from gpu import trainings
+
+    cfg = yaml.safe_load((REPO / "config.yaml").read_text())
+    jobs = trainings(cfg)
+    assert len(jobs) == 2 + 2 * len(cfg["baselines"]["methods"]) == 12
+    by_method = {j["method"]: j for j in jobs}
+    # the MAE trains on the healthy skulls of both datasets, less SkullFix's held-out test ids
+    assert by_method["mae_d"]["cases"] == 114 + 100 - len(cfg["datasets"]["skullfix"]["layout"]["test_ids"])
+    assert by_method["unet_skullbreak"]["cases"] == 570
+    assert by_method["unet_skullfix"]["cases"] == 100 - 20
