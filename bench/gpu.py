@@ -284,7 +284,7 @@ def main(argv: list[str] | None = None) -> int:
         attempts = max(1, math.ceil(hours / limit))
         ok = "fits" if attempts <= 1 + limits["retries"] else "DOES NOT FIT the retries"
         say(f"{job['rule']:<14} {job['method']:<24} {tr['epochs']:5d} epochs x {n_train:3d} cases: "
-            f"{hours:8.1f} GPU h -> {attempts} attempt(s) of {limit:.0f} h "
+            f"{hours:8.1f} {'GPU' if device.type == 'cuda' else 'CPU'} h -> {attempts} attempt(s) of {limit:.0f} h "
             f"({attempts - 1} resubmission(s); {ok})")
     return 0
 

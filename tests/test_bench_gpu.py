@@ -38,7 +38,7 @@ def test_gpu_check_runs_on_the_cpu_at_a_tiny_grid():
     assert rates and float(rates.group(1)) > 0 and float(rates.group(2)) > 0, text
     assert re.search(r"mae +steps/s +[\d.]+ vs loader", text)
     # both MAE trainings projected against the profile's limit, and said not to be the paper grid
-    projected = re.findall(r"train_mae +(mae_\w+) +1200 epochs x +\d+ cases: +([\d.]+) GPU h -> (\d+) attempt", text)
+    projected = re.findall(r"train_mae +(mae_\w+) +1200 epochs x +\d+ cases: +([\d.]+) CPU h -> (\d+) attempt", text)
     assert [m for m, _, _ in projected] == ["mae_d", "mae_nd"]
     assert "NOT the paper grid" in text
 
