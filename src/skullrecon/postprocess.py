@@ -268,7 +268,7 @@ def _opened_difference(prediction: np.ndarray, defective: np.ndarray, spacing: S
         r1 = region(r_open, r_open, r_close)  # where the closing's dilation is needed
         x = prediction[r1].astype(bool) | d[r1]
         r2 = region(r_open, r_open)  # where the closing is needed
-        pred = erode(dilate(x, cfg.closing_mm, spacing), cfg.closing_mm, spacing)[_within(r2, r1)] | x[_within(r2, r1)]
+        pred = closing(x, cfg.closing_mm, spacing)[_within(r2, r1)]
     else:
         r2 = region(r_open, r_open)
         pred = prediction[r2].astype(bool)
