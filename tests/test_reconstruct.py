@@ -35,7 +35,7 @@ POSTPROCESS = {"closing_mm": 2.0, "opening_mm": 1.0, "largest_component": True, 
 # fails when the implant is mostly in the wrong place, yet leaves room for the run-to-run
 # spread of a 60-step training on another machine or torch version.
 MIN_DSC = 0.2
-STAGES = {"load", "preprocess", "network", "upsample", "extract", "write", "mesh"}
+STAGES = {"load", "preprocess", "network", "upsample", "extract", "write"}  # write: volumes and mesh, side by side
 
 
 def _dice(a, b) -> float:
@@ -276,7 +276,7 @@ def test_reconstruct_on_real_skullbreak_skull(trained, tmp_path):
     img = nib.load(str(tmp_path / "out" / "implant.nii.gz"))
     assert img.shape == (512, 512, 512)
     np.testing.assert_array_equal(img.affine, nib.load(str(src)).affine)
-    assert STAGES - {"mesh"} <= set(result["seconds"])
+    assert STAGES <= set(result["seconds"])
     if not result["empty"]:
         implant = np.asarray(img.dataobj)
         _check_stl(tmp_path / "out" / "implant.stl", implant, img.affine)

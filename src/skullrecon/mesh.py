@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -16,26 +17,30 @@ def implant_mesh(mask: np.ndarray, affine: np.ndarray) -> tuple[np.ndarray, np.n
 
     Marching cubes runs on the mask's bounding box padded by one voxel, so the surface is closed
     (watertight) even where the implant touches the edge of the volume, and a small implant in a
-    512^3 scan costs only its own box. Triangles are wound counter-clockwise seen from outside
-    (normals point out of the implant) in physical space, also under a mirroring affine.
+    512^3 scan costs only its own box; inside the box only the cubes that touch the implant are
+    visited. Triangles are wound counter-clockwise seen from outside (normals point out of the
+    implant) in physical space, also under a mirroring affine.
     """
     from skimage.measure import marching_cubes
 
     mask = np.asarray(mask)
     if mask.ndim != 3:
         raise ValueError(f"expected a 3-D mask, got shape {mask.shape}")
-    if not mask.any():
-        raise ValueError("cannot mesh an empty implant")
-    lo = [int(np.flatnonzero(mask.any(axis=tuple(a for a in range(3) if a != ax)))[0]) for ax in range(3)]
-    hi = [int(np.flatnonzero(mask.any(axis=tuple(a for a in range(3) if a != ax)))[-1]) + 1 for ax in range(3)]
-    box = tuple(slice(a, b) for a, b in zip(lo, hi))
-    padded = np.pad(mask[box].astype(np.float32), 1)
-    verts, faces, _, _ = marching_cubes(padded, level=0.5)
-    verts = verts.astype(np.float64) + (np.asarray(lo, float) - 1.0)  # back to voxel indices of the input
+    m = mask
+    spans = []
+    for ax in range(3):
+        idx = np.flatnonzero(m.any(axis=tuple(a for a in range(3) if a != ax)))
+        if len(idx) == 0:
+            raise ValueError("cannot mesh an empty implant")
+        spans.append((int(idx[0]), int(idx[-1]) + 1))
+    inside = np.zeros([b - a + 2 for a, b in spans], bool)  # C order, as skimage needs it
+    inside[1:-1, 1:-1, 1:-1] = m[tuple(slice(a, b) for a, b in spans)]
+    verts, faces, _, _ = marching_cubes(inside.astype(np.float32), level=0.5, mask=_cubes_at(inside))
+    verts = verts.astype(np.float64) + (np.asarray([a for a, _ in spans], float) - 1.0)
     faces = np.ascontiguousarray(faces)
-    # skimage's winding convention has changed between releases: orient by the sign of the
-    # enclosed volume in index space (positive for outward normals), then follow the affine.
-    if _signed_volume(verts, faces) < 0:
+    # skimage's winding convention has changed between releases: orient as it winds a one-voxel
+    # mesh (the sign of its enclosed volume in index space), then follow the affine.
+    if _skimage_winds_inward():
         faces = faces[:, ::-1]
     if np.linalg.det(affine[:3, :3]) < 0:  # a mirroring affine flips the winding
         faces = faces[:, ::-1]
@@ -43,16 +48,38 @@ def implant_mesh(mask: np.ndarray, affine: np.ndarray) -> tuple[np.ndarray, np.n
     return physical, np.ascontiguousarray(faces)
 
 
+def _cubes_at(inside: np.ndarray) -> np.ndarray:
+    """Where skimage's marching cubes must look: voxels ``v`` with a foreground voxel in ``v - {0, 1}^3``."""
+    out = inside.copy()
+    for ax in range(3):
+        lo, hi = [slice(None)] * 3, [slice(None)] * 3
+        lo[ax], hi[ax] = slice(1, None), slice(0, -1)
+        out[tuple(lo)] |= out[tuple(hi)]
+    return out
+
+
+@lru_cache(maxsize=1)
+def _skimage_winds_inward() -> bool:
+    """Whether marching cubes, called as above, winds a binary mask's surface inward (consistent per release)."""
+    from skimage.measure import marching_cubes
+
+    voxel = np.zeros((3, 3, 3), bool)
+    voxel[1, 1, 1] = True
+    verts, faces, _, _ = marching_cubes(voxel.astype(np.float32), level=0.5, mask=_cubes_at(voxel))
+    return _signed_volume(verts.astype(np.float64), faces) < 0
+
+
 def _signed_volume(verts: np.ndarray, faces: np.ndarray) -> float:
     """Enclosed volume of a closed triangle mesh (divergence theorem); negative if wound inward."""
-    tri = verts[faces]
+    centred = verts - verts.mean(axis=0)  # small numbers: the sum is exact enough in float64
+    tri = centred[faces]
     return float(np.einsum("ij,ij->i", tri[:, 0], np.cross(tri[:, 1], tri[:, 2])).sum() / 6.0)
 
 
 def write_stl(path: str | Path, mask: np.ndarray, like: Volume) -> Path:
     """Write the implant's surface as a binary STL in millimetres (atomic)."""
     verts, faces = implant_mesh(mask, like.affine)
-    tri = verts[faces].astype(np.float32)
+    tri = verts.astype(np.float32)[faces]
     normals = np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0])
     norms = np.linalg.norm(normals, axis=1, keepdims=True)
     normals = np.divide(normals, norms, out=np.zeros_like(normals), where=norms > 0)
@@ -62,5 +89,5 @@ def write_stl(path: str | Path, mask: np.ndarray, like: Volume) -> Path:
     with atomic_path(path) as tmp, open(tmp, "wb") as fh:
         fh.write(header)
         fh.write(np.uint32(len(faces)).tobytes())
-        fh.write(record.tobytes())
+        fh.write(memoryview(record).cast("B"))
     return Path(path)

@@ -4,7 +4,8 @@ The MAE reconstructs the whole skull, so its implant is derived by morphology:
 ``(reconstruction | defective) -> closing -> minus defective -> opening -> largest component``.
 The baselines predict the implant directly: ``prediction minus defective -> opening -> largest
 component``. Structuring elements are Euclidean balls in millimetres (anisotropic spacing
-honoured), computed with exact distance transforms (``edt``) inside a crop around the objects.
+honoured): small balls bit-packed (:mod:`skullrecon.morphology`), larger ones by exact distance
+transforms (``edt``), both inside a crop around the objects and equal voxel for voxel.
 """
 
 from __future__ import annotations
@@ -14,9 +15,11 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from skullrecon import morphology
 from skullrecon.settings import from_mapping
 
-__all__ = ["PostprocessConfig", "dilate", "erode", "closing", "opening", "largest_component", "extract_implant",
+__all__ = ["PostprocessConfig", "dilate", "erode", "closing", "opening", "edt_dilate", "edt_erode", "edt_closing",
+           "largest_component", "extract_implant",
            "locate_implant", "reference_extract_implant"]
 
 
@@ -76,6 +79,31 @@ def _pad_voxels(radius_mm: float, spacing: Sequence[float]) -> list[int]:
 
 def dilate(mask: np.ndarray, radius_mm: float, spacing: Sequence[float]) -> np.ndarray:
     """Voxels within ``radius_mm`` of the mask (Euclidean, in mm)."""
+    if morphology.fits(radius_mm, spacing):
+        return morphology.packed_dilate(mask, radius_mm, spacing)
+    return edt_dilate(mask, radius_mm, spacing)
+
+
+def erode(mask: np.ndarray, radius_mm: float, spacing: Sequence[float]) -> np.ndarray:
+    """Voxels farther than ``radius_mm`` from the background (outside the array is background)."""
+    if morphology.fits(radius_mm, spacing):
+        return morphology.packed_erode(mask, radius_mm, spacing)
+    return edt_erode(mask, radius_mm, spacing)
+
+
+def closing(mask: np.ndarray, radius_mm: float, spacing: Sequence[float]) -> np.ndarray:
+    """``erode(dilate(mask)) | mask``: fills gaps narrower than the ball, never removes a voxel."""
+    if morphology.fits(radius_mm, spacing):
+        return morphology.packed_closing(mask, radius_mm, spacing)
+    return edt_closing(mask, radius_mm, spacing)
+
+
+def opening(mask: np.ndarray, radius_mm: float, spacing: Sequence[float]) -> np.ndarray:
+    return dilate(erode(mask, radius_mm, spacing), radius_mm, spacing) & mask.astype(bool)
+
+
+def edt_dilate(mask: np.ndarray, radius_mm: float, spacing: Sequence[float]) -> np.ndarray:
+    """:func:`dilate` by a distance transform of the mask's box (the reference; any radius)."""
     import edt
 
     mask = mask.astype(bool)
@@ -89,8 +117,8 @@ def dilate(mask: np.ndarray, radius_mm: float, spacing: Sequence[float]) -> np.n
     return out
 
 
-def erode(mask: np.ndarray, radius_mm: float, spacing: Sequence[float]) -> np.ndarray:
-    """Voxels farther than ``radius_mm`` from the background (outside the array is background)."""
+def edt_erode(mask: np.ndarray, radius_mm: float, spacing: Sequence[float]) -> np.ndarray:
+    """:func:`erode` by a distance transform (the reference; any radius)."""
     import edt
 
     mask = mask.astype(bool)
@@ -105,12 +133,8 @@ def erode(mask: np.ndarray, radius_mm: float, spacing: Sequence[float]) -> np.nd
     return out
 
 
-def closing(mask: np.ndarray, radius_mm: float, spacing: Sequence[float]) -> np.ndarray:
-    return erode(dilate(mask, radius_mm, spacing), radius_mm, spacing) | mask.astype(bool)
-
-
-def opening(mask: np.ndarray, radius_mm: float, spacing: Sequence[float]) -> np.ndarray:
-    return dilate(erode(mask, radius_mm, spacing), radius_mm, spacing) & mask.astype(bool)
+def edt_closing(mask: np.ndarray, radius_mm: float, spacing: Sequence[float]) -> np.ndarray:
+    return edt_erode(edt_dilate(mask, radius_mm, spacing), radius_mm, spacing) | mask.astype(bool)
 
 
 def largest_component(mask: np.ndarray) -> np.ndarray:
@@ -131,8 +155,10 @@ def extract_implant(
 ) -> np.ndarray:
     """The implant (uint8 0/1) on the original grid.
 
-    Equal to :func:`reference_extract_implant` (the rule applied to the whole volume), but with
-    ``largest_component`` the work is done only where the implant can be: a coarse look
+    Equal to :func:`reference_extract_implant` (the rule applied to the whole volume by distance
+    transforms). Small balls are worked bit-packed (:mod:`skullrecon.morphology`). Without
+    ``largest_component`` the implant may be wherever the prediction is thicker than the bone, so
+    the rule covers the skull's whole box; with it the work is done only where the implant can be: a coarse look
     (:func:`locate_implant`) finds where the prediction has thick bone that the defective skull
     lacks; the rule then runs on a box around it plus a halo as wide as the morphology reaches
     (``2 (closing_mm + opening_mm)``), so every voxel of the box gets its whole-volume value. If
@@ -149,10 +175,10 @@ def extract_implant(
     cfg = cfg or PostprocessConfig()
     _check(prediction, defective, task)
     if not cfg.largest_component or not prediction.any():
-        return reference_extract_implant(prediction, defective, spacing, task, cfg)
+        return _whole_volume(prediction, defective, spacing, task, cfg, by_edt=False)
     box = locate_implant(prediction, defective)
     if box is None:
-        return reference_extract_implant(prediction, defective, spacing, task, cfg)
+        return _whole_volume(prediction, defective, spacing, task, cfg, by_edt=False)
     # a ball of radius r reaches floor(r / spacing) voxels along an axis; one more for rounding
     r_open = _reach(cfg.opening_mm, spacing)
     r_close = _reach(cfg.closing_mm if task == "reconstruct" else 0.0, spacing)
@@ -163,7 +189,7 @@ def extract_implant(
         inner = _grow(box, margin, shape)
         outer = _grow(inner, halo, shape)
         if all(o.start == 0 and o.stop == n for o, n in zip(outer, shape)):
-            return reference_extract_implant(prediction, defective, spacing, task, cfg)
+            return _whole_volume(prediction, defective, spacing, task, cfg, by_edt=False)
         opened = _opened_difference(prediction[outer], defective[outer], spacing, task, cfg,
                                     _within(inner, outer), r_open, r_close)
         part = largest_component(opened)
@@ -246,14 +272,17 @@ def _check(prediction: np.ndarray, defective: np.ndarray, task: str) -> None:
 
 def _opened_difference(prediction: np.ndarray, defective: np.ndarray, spacing: Sequence[float], task: str,
                        cfg: PostprocessConfig, keep: tuple[slice, ...] | None = None,
-                       r_open: Sequence[int] = (0, 0, 0), r_close: Sequence[int] = (0, 0, 0)) -> np.ndarray:
+                       r_open: Sequence[int] = (0, 0, 0), r_close: Sequence[int] = (0, 0, 0),
+                       by_edt: bool = False) -> np.ndarray:
     """The rule up to (not including) the largest component, as a bool array.
 
     With ``keep`` (a box of the arrays) only the voxels of that box are returned, and each step
     works only on the box grown by what the later steps still reach (``r_open``/``r_close``
     voxels per axis for the opening/closing radii): the values in ``keep`` are those of the
     whole arrays, provided ``keep`` grown by ``2 (r_open + r_close)`` lies within them.
+    ``by_edt``: the distance-transform morphology (the reference) instead of the bit-packed one.
     """
+    close, erode_, dilate_ = (edt_closing, edt_erode, edt_dilate) if by_edt else (closing, erode, dilate)
     full = tuple(slice(0, n) for n in prediction.shape)
     keep = keep or full
     shape = prediction.shape
@@ -268,15 +297,15 @@ def _opened_difference(prediction: np.ndarray, defective: np.ndarray, spacing: S
         r1 = region(r_open, r_open, r_close)  # where the closing's dilation is needed
         x = prediction[r1].astype(bool) | d[r1]
         r2 = region(r_open, r_open)  # where the closing is needed
-        pred = closing(x, cfg.closing_mm, spacing)[_within(r2, r1)]
+        pred = close(x, cfg.closing_mm, spacing)[_within(r2, r1)]
     else:
         r2 = region(r_open, r_open)
         pred = prediction[r2].astype(bool)
     implant = pred & ~d[r2]
     if cfg.opening_mm > 0:
         r3 = region(r_open)
-        eroded = erode(implant[_within(r3, r2)], cfg.opening_mm, spacing)
-        implant = dilate(eroded, cfg.opening_mm, spacing)[_within(keep, r3)] & implant[_within(keep, r2)]
+        eroded = erode_(implant[_within(r3, r2)], cfg.opening_mm, spacing)
+        implant = dilate_(eroded, cfg.opening_mm, spacing)[_within(keep, r3)] & implant[_within(keep, r2)]
     else:
         implant = implant[_within(keep, r2)]
     return implant
@@ -289,12 +318,21 @@ def reference_extract_implant(
     task: str,
     cfg: PostprocessConfig | None = None,
 ) -> np.ndarray:
-    """The rule on the whole volume (same arguments as :func:`extract_implant`); kept for tests and benchmarks."""
+    """The rule on the whole volume by distance transforms (same arguments as :func:`extract_implant`).
+
+    What the library did before the bit-packed morphology and the box around the implant: kept as
+    the reference for tests and benchmarks.
+    """
     cfg = cfg or PostprocessConfig()
     _check(prediction, defective, task)
+    return _whole_volume(prediction, defective, spacing, task, cfg, by_edt=True)
+
+
+def _whole_volume(prediction: np.ndarray, defective: np.ndarray, spacing: Sequence[float], task: str,
+                  cfg: PostprocessConfig, by_edt: bool) -> np.ndarray:
     if not prediction.any():  # a failed case stays empty (not the closing's fill of gaps in the defective skull)
         return np.zeros(defective.shape, np.uint8)
-    implant = _opened_difference(prediction, defective, spacing, task, cfg)
+    implant = _opened_difference(prediction, defective, spacing, task, cfg, by_edt=by_edt)
     if cfg.largest_component:
         implant = largest_component(implant)
     return implant.astype(np.uint8)
