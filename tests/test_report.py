@@ -254,3 +254,21 @@ def test_table1_says_which_cases_were_scored(test_set):
     assert table["scored_on"].tolist() == ["held-out training skulls 080-099 (20 skulls) of 'training_set'"]
     md = (root / "table1.md").read_text()
     assert "## SkullFix\n\nScored on held-out training skulls 080-099 (20 skulls) of 'training_set'." in md
+
+
+def test_training_curves_show_the_maes_restored_bone_score(tmp_path):
+    """The MAE's implant-quality score is drawn beside its whole-skull DSC; baselines and older logs
+    (without the column) draw one DSC line each; a file that is not a training log is refused."""
+    from skullrecon.report import plot_training_curves
+
+    epochs = [1, 2, 3]
+    pd.DataFrame({"epoch": epochs, "train_loss": [0.9, 0.7, 0.6], "val_dsc": [0.6, 0.7, 0.8],
+                  "val_restored_dsc": [0.1, 0.2, 0.3]}).to_csv(tmp_path / "mae_d.csv", index=False)
+    pd.DataFrame({"epoch": epochs, "train_loss": [0.9, 0.8, 0.7],
+                  "val_dsc": [0.2, 0.3, 0.4]}).to_csv(tmp_path / "unet_skullfix.csv", index=False)
+    labels = plot_training_curves([tmp_path / "mae_d.csv", tmp_path / "unet_skullfix.csv"], tmp_path / "c.png")
+    assert len(labels) == 3 and sum("restored" in label for label in labels) == 1
+    assert (tmp_path / "c.png").stat().st_size > 0
+    pd.DataFrame({"epoch": epochs}).to_csv(tmp_path / "other.csv", index=False)
+    with pytest.raises(ValueError, match="other.csv"):
+        plot_training_curves([tmp_path / "other.csv"], tmp_path / "d.png")

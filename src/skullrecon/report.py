@@ -270,8 +270,13 @@ def plot_masking_examples(train_dirs: Sequence[str | Path], masking: dict[str, A
     masking_examples(skulls, spacing, cfg_d, cfg_nd, out_png, seed=seed)
 
 
-def plot_training_curves(csv_paths: Sequence[str | Path], out_png: str | Path) -> None:
-    """Training loss and validation DSC per epoch, one line per trained network (``training/*.csv``)."""
+def plot_training_curves(csv_paths: Sequence[str | Path], out_png: str | Path) -> list[str]:
+    """Training loss and validation DSC per epoch, one line per trained network (``training/*.csv``).
+
+    An MAE's log also has ``val_restored_dsc`` (DSC of the bone it added vs the bone removed from
+    the validation skulls): the score that says how well it fills defects, drawn dotted beside its
+    whole-skull DSC, which copying the input already makes high. Returns the DSC panel's labels.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
@@ -290,15 +295,22 @@ def plot_training_curves(csv_paths: Sequence[str | Path], out_png: str | Path) -
         label = METHOD_LABELS.get(method, method) + (f" ({DATASET_LABELS.get(dataset, dataset)})" if dataset else "")
         style = "-" if name.startswith("mae_") else "--"
         ax_loss.plot(history["epoch"], history["train_loss"], style, label=label)
-        ax_dsc.plot(history["epoch"], history["val_dsc"], style, marker="." if len(history) < 20 else None, label=label)
+        line, = ax_dsc.plot(history["epoch"], history["val_dsc"], style, marker="." if len(history) < 20 else None,
+                            label=label)
+        if name.startswith("mae_") and "val_restored_dsc" in history.columns:
+            ax_dsc.plot(history["epoch"], history["val_restored_dsc"], ":", color=line.get_color(),
+                        label=f"{label}: restored bone")
     ax_loss.set(xlabel="epoch", ylabel="training loss (soft Dice)", title="Training loss")
-    ax_dsc.set(xlabel="epoch", ylabel="validation DSC", title="Validation DSC", ylim=(-0.02, 1.02))
+    ax_dsc.set(xlabel="epoch", ylabel="validation DSC", title="Validation DSC (dotted: MAE, restored bone only)",
+               ylim=(-0.02, 1.02))
     for ax in (ax_loss, ax_dsc):
         ax.grid(alpha=0.3)
     ax_dsc.legend(fontsize=7, loc="lower right", ncol=2)
+    labels = [line.get_label() for line in ax_dsc.get_lines()]
     fig.tight_layout()
     fig.savefig(out_png, dpi=110)
     plt.close(fig)
+    return labels
 
 
 def write_provenance(config: dict[str, Any], out_yaml: str | Path, out_env: str | Path | None = None,
