@@ -272,3 +272,15 @@ def test_training_curves_show_the_maes_restored_bone_score(tmp_path):
     pd.DataFrame({"epoch": epochs}).to_csv(tmp_path / "other.csv", index=False)
     with pytest.raises(ValueError, match="other.csv"):
         plot_training_curves([tmp_path / "other.csv"], tmp_path / "d.png")
+
+
+def test_an_implant_on_another_grid_is_refused_naming_it(test_set):
+    """Same shape, other spacing: scored voxel by voxel it would look right; it is an error instead."""
+    root, truths = test_set
+    _predict(root / "implants" / "unet", truths, empty=set())
+    shifted = root / "implants" / "unet" / "001.nrrd"
+    write_volume(shifted, np.roll(truths["001"], 1, axis=0).astype(np.uint8), spacing=(2.0, 2.0, 2.0))
+    out = root / "metrics" / "skullfix" / "unet.csv"
+    with pytest.raises(VolumeError, match="grid mismatch") as err:
+        evaluate_method(root / "implants" / "unet", root / "cases.tsv", out)
+    assert str(shifted) in str(err.value) and not out.exists()

@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from skullrecon.io import read_volume
-from skullrecon.metrics import evaluate_case
+from skullrecon.metrics import metrics_for_files
 
 __all__ = [
     "METHOD_LABELS",
@@ -52,7 +52,8 @@ def evaluate_method(implants_dir: str | Path, cases_tsv: str | Path, out_csv: st
     """Metrics of every test case of one method on one dataset, one CSV row per case.
 
     A case with a missing implant file is an error (nothing is silently skipped); a case
-    without ground truth is an error too, since it cannot be scored.
+    without ground truth is an error too, since it cannot be scored; so is an implant file on
+    another grid than the case's (shape, spacing, direction, origin).
     """
     cases = pd.read_csv(cases_tsv, sep="\t", dtype=str, keep_default_na=False)
     note = Path(cases_tsv).parent / "scored_on.txt"  # written by preprocess_split for the test split
@@ -61,10 +62,8 @@ def evaluate_method(implants_dir: str | Path, cases_tsv: str | Path, out_csv: st
     for case in cases.itertuples():
         if not case.implant:
             raise FileNotFoundError(f"{case.defective}: no ground-truth implant for test case {case.name}")
-        pred = read_volume(Path(implants_dir) / f"{case.name}.nrrd")
-        gt = read_volume(case.implant)
-        defective = read_volume(case.defective)
-        result = evaluate_case(pred.array, gt.array, defective.array, gt.spacing, margin_mm)
+        # the three files must share one grid (a prediction on another grid is refused, naming it)
+        result = metrics_for_files(Path(implants_dir) / f"{case.name}.nrrd", case.implant, case.defective, margin_mm)
         rows.append({"case": case.name, "defect_type": case.defect_type, **result, "scored_on": scored})
         print(f"{case.name}: {result}")
     table = pd.DataFrame(rows)
