@@ -156,11 +156,15 @@ def _clear_outside(words: np.ndarray, fr: tuple[slice, ...], n2: int) -> None:
         words &= _pack(inside)
 
 
+def _prepared(mask: np.ndarray, radius_mm: float, spacing: Sequence[float]):
+    """The C-ordered bool view, whether it is transposed, the ball's segments for it, and the mask's box."""
+    m, sp, t = _c_order(mask.astype(bool, copy=False), spacing)
+    return m, t, ball_segments(radius_mm, sp), _box(m)
+
+
 def packed_dilate(mask: np.ndarray, radius_mm: float, spacing: Sequence[float]) -> np.ndarray:
     """Voxels within ``radius_mm`` of the mask (bool, the mask's shape and memory order)."""
-    m, sp, t = _c_order(mask.astype(bool, copy=False), spacing)
-    segments = ball_segments(radius_mm, sp)
-    box = _box(m)
+    m, t, segments, box = _prepared(mask, radius_mm, spacing)
     if box is None:
         return mask.astype(bool)
     frame, arr, fr = _frame(m, box, _reach(segments))
@@ -169,9 +173,7 @@ def packed_dilate(mask: np.ndarray, radius_mm: float, spacing: Sequence[float]) 
 
 def packed_erode(mask: np.ndarray, radius_mm: float, spacing: Sequence[float]) -> np.ndarray:
     """Voxels whose whole ball lies in the mask; outside the array is background."""
-    m, sp, t = _c_order(mask.astype(bool, copy=False), spacing)
-    segments = ball_segments(radius_mm, sp)
-    box = _box(m)
+    m, t, segments, box = _prepared(mask, radius_mm, spacing)
     if box is None:
         return mask.astype(bool)
     frame, arr, fr = _frame(m, box, _reach(segments))
@@ -182,9 +184,7 @@ def packed_erode(mask: np.ndarray, radius_mm: float, spacing: Sequence[float]) -
 
 def packed_closing(mask: np.ndarray, radius_mm: float, spacing: Sequence[float]) -> np.ndarray:
     """``erode(dilate(mask)) | mask``, the erosion with outside the array as background."""
-    m, sp, t = _c_order(mask.astype(bool, copy=False), spacing)
-    segments = ball_segments(radius_mm, sp)
-    box = _box(m)
+    m, t, segments, box = _prepared(mask, radius_mm, spacing)
     if box is None:
         return mask.astype(bool)
     reach = _reach(segments)
