@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from skullrecon.io import Volume, atomic_path
+from skullrecon.morphology import box_spans
 
 __all__ = ["implant_mesh", "write_stl"]
 
@@ -26,15 +27,11 @@ def implant_mesh(mask: np.ndarray, affine: np.ndarray) -> tuple[np.ndarray, np.n
     mask = np.asarray(mask)
     if mask.ndim != 3:
         raise ValueError(f"expected a 3-D mask, got shape {mask.shape}")
-    m = mask
-    spans = []
-    for ax in range(3):
-        idx = np.flatnonzero(m.any(axis=tuple(a for a in range(3) if a != ax)))
-        if len(idx) == 0:
-            raise ValueError("cannot mesh an empty implant")
-        spans.append((int(idx[0]), int(idx[-1]) + 1))
+    spans = box_spans(mask)
+    if spans is None:
+        raise ValueError("cannot mesh an empty implant")
     inside = np.zeros([b - a + 2 for a, b in spans], bool)  # C order, as skimage needs it
-    inside[1:-1, 1:-1, 1:-1] = m[tuple(slice(a, b) for a, b in spans)]
+    inside[1:-1, 1:-1, 1:-1] = mask[tuple(slice(a, b) for a, b in spans)]
     verts, faces, _, _ = marching_cubes(inside.astype(np.float32), level=0.5, mask=_cubes_at(inside))
     verts = verts.astype(np.float64) + (np.asarray([a for a, _ in spans], float) - 1.0)
     faces = np.ascontiguousarray(faces)

@@ -16,7 +16,7 @@ from typing import Sequence
 
 import numpy as np
 
-__all__ = ["ball_segments", "fits", "packed_dilate", "packed_erode", "packed_closing"]
+__all__ = ["ball_segments", "box_spans", "fits", "packed_dilate", "packed_erode", "packed_closing"]
 
 #: Most (axis 1, axis 2) offsets of a ball worked bit-packed; beyond it the distance transform is faster.
 MAX_SEGMENTS = 600
@@ -106,7 +106,8 @@ def _dilate_words(words: np.ndarray, segments) -> np.ndarray:
     return out
 
 
-def _box(mask: np.ndarray) -> list[tuple[int, int]] | None:
+def box_spans(mask: np.ndarray) -> list[tuple[int, int]] | None:
+    """``(first, last + 1)`` of the mask's nonzero voxels along each axis; None for an empty mask."""
     spans = []
     for ax in range(3):
         idx = np.flatnonzero(mask.any(axis=tuple(a for a in range(3) if a != ax)))
@@ -159,7 +160,7 @@ def _clear_outside(words: np.ndarray, fr: tuple[slice, ...], n2: int) -> None:
 def _prepared(mask: np.ndarray, radius_mm: float, spacing: Sequence[float]):
     """The C-ordered bool view, whether it is transposed, the ball's segments for it, and the mask's box."""
     m, sp, t = _c_order(mask.astype(bool, copy=False), spacing)
-    return m, t, ball_segments(radius_mm, sp), _box(m)
+    return m, t, ball_segments(radius_mm, sp), box_spans(m)
 
 
 def packed_dilate(mask: np.ndarray, radius_mm: float, spacing: Sequence[float]) -> np.ndarray:
