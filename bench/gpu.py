@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import math
 import platform
+import re
 import statistics
 import sys
 import tempfile
@@ -185,12 +186,37 @@ def loader_rates(files_dir: Path, cfg: dict, workers: int, device: torch.device,
     return out
 
 
-def slurm_limits(profile: Path) -> dict:
+TRAIN_RULES = ("train_mae", "train_baseline")
+
+
+def rule_limits(rules: Path) -> dict[str, dict]:
+    """``retries`` and ``runtime`` (minutes) that each training rule declares in ``rules`` (train.smk)."""
+    text = rules.read_text()
+    out = {}
+    for rule in TRAIN_RULES:
+        found = re.search(rf"^rule {rule}:\n(.*?)(?=^rule |\Z)", text, flags=re.S | re.M)
+        body = found.group(1) if found else ""
+        retries = re.search(r"^\s+retries:\s*(\d+)", body, flags=re.M)
+        runtime = re.search(r"^\s+runtime=([\d\s*]+),", body, flags=re.M)
+        out[rule] = {"retries": int(retries.group(1)) if retries else None,
+                     "runtime": math.prod(int(f) for f in runtime.group(1).split("*")) if runtime else None}
+    return out
+
+
+def slurm_limits(profile: Path, rules: Path = REPO / "workflow" / "rules" / "train.smk") -> dict:
+    """Runtime per attempt (hours) and retries of each training rule as the SLURM profile runs it:
+    the profile's ``set-resources`` and ``retries`` where it sets them, else what the rule declares
+    (a rule's own ``retries`` wins over the global one, as in Snakemake)."""
     prof = yaml.safe_load(profile.read_text())
     res = prof.get("set-resources", {})
     default = prof.get("default-resources", {}).get("runtime", 60)
-    return {"retries": int(prof.get("retries", 0)),
-            "runtime_h": {r: float(res.get(r, {}).get("runtime", default)) / 60 for r in ("train_mae", "train_baseline")}}
+    declared = rule_limits(rules)
+    runtime_h, retries = {}, {}
+    for r in TRAIN_RULES:
+        runtime = res.get(r, {}).get("runtime", declared[r]["runtime"] or default)
+        runtime_h[r] = float(runtime) / 60
+        retries[r] = declared[r]["retries"] if declared[r]["retries"] is not None else int(prof.get("retries", 0))
+    return {"retries": retries, "runtime_h": runtime_h}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -270,7 +296,7 @@ def main(argv: list[str] | None = None) -> int:
     limits = slurm_limits(args.slurm_profile)
     say(f"projection (profile {args.slurm_profile.parent.name}: runtime per attempt "
         f"{limits['runtime_h']['train_mae']:.0f} h / {limits['runtime_h']['train_baseline']:.0f} h, "
-        f"retries {limits['retries']}; grid {grid}^3{'' if grid == int(cfg['preprocess']['grid']) else ' - NOT the paper grid'})")
+        f"retries {limits['retries']['train_mae']} / {limits['retries']['train_baseline']}; grid {grid}^3{'' if grid == int(cfg['preprocess']['grid']) else ' - NOT the paper grid'})")
     for job in jobs:
         key = "mae" if job["rule"] == "train_mae" else job["method"].rsplit("_", 1)[0]
         if key not in steps:
@@ -282,7 +308,7 @@ def main(argv: list[str] | None = None) -> int:
         hours = tr["epochs"] * (math.ceil(n_train / tr["batch_size"]) * per_case + n_val * forward[key]) / 3600
         limit = limits["runtime_h"][job["rule"]]
         attempts = max(1, math.ceil(hours / limit))
-        ok = "fits" if attempts <= 1 + limits["retries"] else "DOES NOT FIT the retries"
+        ok = "fits" if attempts <= 1 + limits["retries"][job["rule"]] else "DOES NOT FIT the retries"
         say(f"{job['rule']:<14} {job['method']:<24} {tr['epochs']:5d} epochs x {n_train:3d} cases: "
             f"{hours:8.1f} {'GPU' if device.type == 'cuda' else 'CPU'} h -> {attempts} attempt(s) of {limit:.0f} h "
             f"({attempts - 1} resubmission(s); {ok})")

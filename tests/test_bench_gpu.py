@@ -54,3 +54,21 @@ def test_every_training_of_the_paper_run_is_projected():
     assert by_method["mae_d"]["cases"] == 114 + 100 - len(cfg["datasets"]["skullfix"]["layout"]["test_ids"])
     assert by_method["unet_skullbreak"]["cases"] == 570
     assert by_method["unet_skullfix"]["cases"] == 100 - 20
+
+
+def test_projection_limits_are_what_the_training_rules_declare(tmp_path):
+    """The train rules declare runtime and retries (the SLURM profile does not): the projection
+    must read them there, and a profile that sets its own wins, as in Snakemake."""
+    from gpu import slurm_limits
+
+    limits = slurm_limits(REPO / "slurm" / "config.yaml")
+    rules = (REPO / "workflow" / "rules" / "train.smk").read_text()
+    for rule in ("train_mae", "train_baseline"):
+        body = rules.split(f"rule {rule}:", 1)[1].split("\nrule ", 1)[0]
+        retries = int(re.search(r"retries: (\d+)", body).group(1))
+        minutes = eval(re.search(r"runtime=([\d *]+),", body).group(1))  # the rule's own arithmetic, digits only
+        assert limits["retries"][rule] == retries and limits["runtime_h"][rule] == minutes / 60
+    profile = yaml.safe_load((REPO / "slurm" / "config.yaml").read_text())
+    profile["set-resources"]["train_mae"]["runtime"] = 120
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(profile))
+    assert slurm_limits(tmp_path / "config.yaml")["runtime_h"] == {"train_mae": 2.0, "train_baseline": limits["runtime_h"]["train_baseline"]}
