@@ -55,6 +55,8 @@ def _sync(device: torch.device) -> None:
 
 def trainings(cfg: dict) -> list[dict]:
     """Every training job of the paper run: method, network, task, epochs and its case counts."""
+    from skullrecon.settings import baseline_train
+
     out = []
     mae_cases = 0
     for ds in cfg["mae"]["datasets"]:
@@ -67,7 +69,7 @@ def trainings(cfg: dict) -> list[dict]:
         for ds in cfg["datasets"]:
             held = len(cfg["datasets"][ds]["layout"].get("test_ids") or []) * DATASET_CASES[ds]["types"]
             out.append({"rule": "train_baseline", "method": f"{method}_{ds}", "arch": method,
-                        "network": cfg["baselines"]["networks"][method], "train": cfg["baselines"]["train"],
+                        "network": cfg["baselines"]["networks"][method], "train": baseline_train(cfg, method),
                         "cases": DATASET_CASES[ds]["cases"] - held})
     return out
 
@@ -237,6 +239,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
 
     from skullrecon.models import pick_device
+    from skullrecon.settings import baseline_train
 
     cfg = yaml.safe_load(args.config.read_text())
     device = pick_device(args.device)
@@ -249,7 +252,7 @@ def main(argv: list[str] | None = None) -> int:
     jobs = trainings(cfg)
     archs = {"mae": (cfg["mae"]["arch"], cfg["mae"]["network"], cfg["mae"]["train"])}
     for m in cfg["baselines"]["methods"]:
-        archs[m] = (m, cfg["baselines"]["networks"][m], cfg["baselines"]["train"])
+        archs[m] = (m, cfg["baselines"]["networks"][m], baseline_train(cfg, m))
     chosen = args.networks or list(archs)
     unknown = sorted(set(chosen) - set(archs))
     if unknown:

@@ -105,6 +105,11 @@ def test_training_change_reruns_that_training(workflow_run, tmp_path):
     assert plan.get("infer") == 6 and plan.get("metrics") == 6, plan  # 2 variants x 3 scored datasets
     plan = _plan_with(tmp_path, _edited("baselines", "networks", "unet", "num_res_units", value=2))
     assert plan.get("train_baseline") == 2 and "train_mae" not in plan, plan  # UNet, on both datasets
+    # a method's own epoch budget retrains that method only; the same budget as train.epochs retrains nothing
+    epochs = yaml.safe_load(CONFIG.read_text())["baselines"]["train"]["epochs"]
+    plan = _plan_with(tmp_path, _edited("baselines", "epochs_per_method", value={"unetr": epochs + 1}))
+    assert plan.get("train_baseline") == 2 and "train_mae" not in plan, plan  # UNETR, on both datasets
+    assert _plan_with(tmp_path, _edited("baselines", "epochs_per_method", value={"unetr": epochs})) == {}
 
 
 def _reordered(value):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Mapping, TypeVar
 
-__all__ = ["from_mapping"]
+__all__ = ["baseline_train", "from_mapping"]
 
 T = TypeVar("T")
 
@@ -26,3 +26,13 @@ def from_mapping(cls: type[T], d: Mapping[str, Any], what: str, tuples: tuple[st
         raise ValueError(f"unknown {what} setting(s) {unknown}; known: {sorted(known)}")
     kwargs = {k: tuple(v) if k in tuples else v for k, v in d.items()}
     return cls(**kwargs)
+
+
+def baseline_train(config: Mapping[str, Any], method: str) -> dict[str, Any]:
+    """The ``baselines.train`` section of a run config for ``method``: its own epoch budget from
+    ``baselines.epochs_per_method`` where given (as the ``train_baseline`` rule passes it)."""
+    train = dict(config["baselines"]["train"])
+    own = (config["baselines"].get("epochs_per_method") or {}).get(method)
+    if own is not None:
+        train["epochs"] = own
+    return train

@@ -57,6 +57,16 @@ def setting(*keys):
     return canonical(value)
 
 
+def baseline_train(method):
+    """The baselines' training settings, with ``method``'s own epoch budget where the config gives one
+    (the workflow does not import the library: skullrecon.settings.baseline_train does the same)."""
+    train = dict(config["baselines"]["train"])
+    own = (config["baselines"].get("epochs_per_method") or {}).get(method)
+    if own is not None:
+        train["epochs"] = own
+    return canonical(train)
+
+
 def root_of(dataset):
     """Where a dataset's files are: generated, downloaded, an existing copy, or derived (generalisation)."""
     if dataset in GENERALISATION:

@@ -48,7 +48,7 @@ rule train_baseline:
     params:
         checkpoints=lambda wc: f"{RESULTS}/checkpoints/{wc.baseline}_{wc.dataset}",
         network=lambda wc: canonical(config["baselines"]["networks"].get(wc.baseline, {})),
-        train=setting("baselines", "train"),
+        train=lambda wc: baseline_train(wc.baseline),
         grid=config["preprocess"]["grid"],
         margin=config["preprocess"]["margin"],
         device=config["device"],
