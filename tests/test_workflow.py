@@ -109,7 +109,8 @@ def test_training_change_reruns_that_training(workflow_run, tmp_path):
     epochs = yaml.safe_load(CONFIG.read_text())["baselines"]["train"]["epochs"]
     plan = _plan_with(tmp_path, _edited("baselines", "epochs_per_method", value={"unetr": epochs + 1}))
     assert plan.get("train_baseline") == 2 and "train_mae" not in plan, plan  # UNETR, on both datasets
-    assert _plan_with(tmp_path, _edited("baselines", "epochs_per_method", value={"unetr": epochs})) == {}
+    same = _plan_with(tmp_path, _edited("baselines", "epochs_per_method", value={"unetr": epochs}))
+    assert set(same) <= {"resolved_config", "all"}, same  # only the record of the config itself
 
 
 def _reordered(value):
