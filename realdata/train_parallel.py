@@ -36,15 +36,6 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 
 
-def canonical(value):
-    """The config section as the rules pass it (keys sorted, recursively)."""
-    if isinstance(value, dict):
-        return {k: canonical(value[k]) for k in sorted(value, key=str)}
-    if isinstance(value, list):
-        return [canonical(v) for v in value]
-    return value
-
-
 def jobs_of(cfg: dict) -> dict[str, dict]:
     """Every training job of the config: name -> the keyword arguments of ``train_run``."""
     from skullrecon.settings import baseline_train
@@ -52,7 +43,7 @@ def jobs_of(cfg: dict) -> dict[str, dict]:
     results = f"results/{cfg['run']}"
     pre = {"grid": cfg["preprocess"]["grid"], "margin": cfg["preprocess"]["margin"], "device": cfg["device"]}
     jobs = {}
-    mae = canonical({k: v for k, v in cfg["mae"].items() if k not in ("datasets", "variants")})
+    mae = cfg["mae"]
     for variant in cfg["mae"]["variants"]:
         name = f"mae_{variant}"
         jobs[name] = dict(task="reconstruct", method=name, arch=mae["arch"], network=mae["network"],
@@ -63,8 +54,8 @@ def jobs_of(cfg: dict) -> dict[str, dict]:
         for dataset in cfg["datasets"]:
             jobs[f"{method}_{dataset}"] = dict(
                 task="implant", method=method, arch=method,
-                network=canonical(cfg["baselines"]["networks"].get(method, {})),
-                train=canonical(baseline_train(cfg, method)),
+                network=cfg["baselines"]["networks"].get(method, {}),
+                train=baseline_train(cfg, method),
                 input_dirs=[f"{results}/preprocessed/{dataset}/train"], **pre)
     for name, kw in jobs.items():
         kw.update(model_path=f"{results}/networks/{name}.pt", history_path=f"{results}/training/{name}.csv",
