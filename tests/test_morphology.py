@@ -70,3 +70,28 @@ def test_closing_of_a_real_skull_equals_the_distance_transform(name, radius):
     vol = read_volume(real_file(name))
     skull = vol.array.astype(bool)
     np.testing.assert_array_equal(closing(skull, radius, vol.spacing), edt_closing(skull, radius, vol.spacing))
+
+
+# connected-components-3d 4.1.1 raises "maximum length exception" on these boolean arrays at
+# connectivity 26 (docs/upstream/cc3d-bool-26.md); skullrecon labels through one helper that is
+# right whichever cc3d is installed.
+@pytest.mark.parametrize("shape", [(1, 3, 1), (1, 1, 3), (3, 1, 1)])
+def test_two_voxels_one_apart_are_two_components(shape):
+    mask = np.zeros(shape, bool)
+    mask.flat[0] = mask.flat[2] = True
+    assert morphology.label_components(mask, connectivity=26).ravel().tolist() == [1, 0, 2]
+    assert morphology.largest_component(mask, connectivity=26).sum() == 1
+
+
+@pytest.mark.parametrize("connectivity", [6, 18, 26])
+def test_labels_equal_scipy_on_thin_random_masks(connectivity):
+    rng = np.random.default_rng(connectivity)
+    structure = ndi.generate_binary_structure(3, {6: 1, 18: 2, 26: 3}[connectivity])
+    for _ in range(300):
+        mask = rng.random(tuple(int(n) for n in rng.integers(1, 6, 3))) < 0.5
+        labels = morphology.label_components(mask, connectivity)
+        reference, n = ndi.label(mask, structure)
+        assert labels.max() == n
+        # the same partition: each reference component maps to exactly one label
+        pairs = {(int(a), int(b)) for a, b in zip(reference.ravel(), labels.ravel())}
+        assert len(pairs) == len(np.unique(reference))

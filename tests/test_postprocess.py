@@ -13,6 +13,7 @@ from skullrecon.postprocess import (
     erode,
     extract_implant,
     largest_component,
+    locate_implant,
     opening,
 )
 
@@ -172,3 +173,15 @@ def test_bad_arguments():
         extract_implant(a, a, (1, 1, 1), "segment")
     with pytest.raises(ValueError, match="unknown post-processing"):
         PostprocessConfig.from_dict({"closing": 2})
+
+
+def test_locate_implant_with_two_pieces_one_coarse_voxel_apart():
+    """The demo case that stopped ``extract_implants`` under cc3d 4.1.1: the thick part of the
+    difference is two single coarse voxels in a row, a (1, 1, 3) boolean array for cc3d."""
+    prediction = np.zeros((20, 20, 20), np.uint8)
+    for centre in ((10, 10, 6), (10, 10, 10)):  # coarse voxels (5, 5, 3) and (5, 5, 5)
+        c = np.array(centre)
+        for d in [(0, 0, 0), (2, 0, 0), (-2, 0, 0), (0, 2, 0), (0, -2, 0), (0, 0, 2), (0, 0, -2)]:
+            prediction[tuple(c + d)] = 1
+    box = locate_implant(prediction, np.zeros_like(prediction), share=0.5)
+    assert box == (slice(10, 13), slice(10, 13), slice(6, 13))  # both pieces, one coarse voxel of margin

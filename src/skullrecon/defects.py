@@ -39,6 +39,7 @@ from scipy import ndimage
 
 from skullrecon.datasets import DatasetError, Layout, list_cases
 from skullrecon.io import read_volume, write_volume
+from skullrecon.morphology import largest_component
 
 __all__ = ["LOCATIONS", "SHAPES", "DERIVED_SPLIT", "cranial_centre", "cut_defect", "derive_dataset",
            "derived_layout"]
@@ -223,11 +224,7 @@ def cut_defect(
 
 
 def _largest_component(mask: np.ndarray) -> np.ndarray:
-    import cc3d
-
-    if not mask.any():
-        return mask
-    return cc3d.largest_k(mask, k=1, connectivity=26) > 0
+    return largest_component(mask, connectivity=26)
 
 
 def _stable_id(text: str) -> int:

@@ -52,10 +52,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
-import cc3d
 import numpy as np
 import torch
 import torch.nn.functional as F
+
+from skullrecon.morphology import label_components
 
 __all__ = [
     "MaskConfig",
@@ -337,7 +338,7 @@ def _centre_component(pm: np.ndarray, c_crop: np.ndarray) -> np.ndarray:
     Where the warp squeezes an edge or corner of the cube thinner than a voxel, the voxelised
     patch can shed specks of a few voxels; one patch should be one connected defect.
     """
-    labels = cc3d.connected_components(pm, connectivity=6)
+    labels = label_components(pm, connectivity=6)
     ci = tuple(int(round(v)) for v in c_crop)
     keep = labels[ci]
     if keep == 0:  # cannot happen with elastic_magnitude < 0.5; fall back to the largest piece

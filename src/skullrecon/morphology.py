@@ -16,7 +16,8 @@ from typing import Sequence
 
 import numpy as np
 
-__all__ = ["ball_segments", "box_spans", "fits", "packed_dilate", "packed_erode", "packed_closing"]
+__all__ = ["ball_segments", "box_spans", "fits", "label_components", "largest_component", "packed_dilate",
+           "packed_erode", "packed_closing"]
 
 #: Most (axis 1, axis 2) offsets of a ball worked bit-packed; beyond it the distance transform is faster.
 MAX_SEGMENTS = 600
@@ -195,3 +196,26 @@ def packed_closing(mask: np.ndarray, radius_mm: float, spacing: Sequence[float])
     closed = ~_dilate_words(~dilated, segments)
     out = _result(closed, frame.shape, arr, fr, m, False) | m
     return out.T if t else out
+
+
+def label_components(mask: np.ndarray, connectivity: int = 26) -> np.ndarray:
+    """``cc3d.connected_components`` of a binary mask, handed to cc3d as uint8 whatever its dtype.
+
+    connected-components-3d 4.1.1 raises "maximum length exception" on some thin boolean arrays
+    at connectivity 26 (e.g. ``[[[1], [0], [1]]]``; 4.0.0 labels it [1, 0, 2]) while the same
+    array as uint8 is labelled correctly (docs/upstream/cc3d-bool-26.md). Every labelling in
+    skullrecon goes through here, so the installed cc3d version does not matter.
+    """
+    import cc3d
+
+    return cc3d.connected_components(np.asarray(mask, dtype=bool).view(np.uint8), connectivity=connectivity)
+
+
+def largest_component(mask: np.ndarray, connectivity: int = 26) -> np.ndarray:
+    """The largest connected component of a binary mask, as bool (an empty mask stays empty)."""
+    import cc3d
+
+    mask = np.asarray(mask, dtype=bool)
+    if not mask.any():
+        return mask.copy()
+    return cc3d.largest_k(mask.view(np.uint8), k=1, connectivity=connectivity) > 0

@@ -139,11 +139,7 @@ def edt_closing(mask: np.ndarray, radius_mm: float, spacing: Sequence[float]) ->
 
 def largest_component(mask: np.ndarray) -> np.ndarray:
     """The largest 26-connected component (an empty mask stays empty)."""
-    import cc3d
-
-    if not mask.any():
-        return mask.astype(bool)
-    return cc3d.largest_k(mask.astype(np.uint8), k=1, connectivity=26) > 0
+    return morphology.largest_component(mask, connectivity=26)
 
 
 def extract_implant(
@@ -242,7 +238,7 @@ def locate_implant(prediction: np.ndarray, defective: np.ndarray, share: float =
     region = _crop(core, [0, 0, 0])
     if region is None:
         return None
-    labels = cc3d.connected_components(core[region], connectivity=26)
+    labels = morphology.label_components(core[region], connectivity=26)
     stats = cc3d.statistics(labels)
     sizes = np.asarray(stats["voxel_counts"])[1:]
     keep = np.flatnonzero(sizes >= share * sizes.max()) + 1

@@ -44,6 +44,7 @@ import numpy as np
 from scipy import ndimage
 
 from .io import write_volume
+from .morphology import largest_component
 
 __all__ = [
     "SKULLBREAK_DEFECT_TYPES",
@@ -111,11 +112,7 @@ def _ellipsoid_sdf(x, y, z, a, b, c):
 
 
 def _largest_component(mask: np.ndarray, connectivity: int = 6) -> np.ndarray:
-    import cc3d
-
-    if not mask.any():
-        return mask.copy()
-    return cc3d.largest_k(mask, k=1, connectivity=connectivity) > 0
+    return largest_component(mask, connectivity)
 
 
 # --------------------------------------------------------------------------------------------
