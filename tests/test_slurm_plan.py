@@ -12,6 +12,7 @@ import re
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import yaml
@@ -43,7 +44,7 @@ def assert_a100_for_gpu_rules(jobs):
                 assert res.get("gpu") == "1" and res.get("gpu_model") == "a100", (rule, res)
                 assert int(res["runtime"]) >= 120 and int(res["mem_mb"]) >= 2000, (rule, res)
             else:
-                assert "gpu" not in res and "gpu_model" not in res, (rule, res)
+                assert not {"gpu", "gpu_model", "gpu_slots"} & set(res), (rule, res)
 
 
 def test_paper_config_asks_for_a100(tmp_path):
@@ -99,3 +100,28 @@ def test_retries_only_for_training_and_inference():
     assert {name for name, body in rules.items() if "retries:" in body} == GPU_RULES
     assert "retries" not in yaml.safe_load((REPO / "slurm" / "config.yaml").read_text())
     assert all("benchmark:" in rules[name] for name in GPU_RULES)
+
+
+class _Resources(dict):
+    """A job's resources as the SLURM plugin reads them (``job.resources.get(k)``, ``job.resources.k``)."""
+
+    def __getattr__(self, key):
+        return self[key]
+
+
+def test_gpu_slots_never_reach_sbatch():
+    """The one-machine profile's share of a card (``gpu_slots``, docs/gpu.md) is declared by the GPU rules for
+    every executor; the SLURM plugin builds its sbatch call from the resources it knows and leaves it out."""
+    from snakemake_executor_plugin_slurm.submit_string import get_submit_command
+    from snakemake_executor_plugin_slurm.utils import set_gres_string
+
+    jobs = plan("--profile", "slurm")
+    params = {"run_uuid": "run", "slurm_logfile": "log", "comment_str": "rule", "account": "", "partition": "",
+              "workdir": "."}
+    for rule in GPU_RULES:
+        res = jobs[rule][0]
+        assert res["gpu_slots"] == "8", res  # the paper's 256^3: a whole card
+        job = SimpleNamespace(name=rule, threads=8, is_group=lambda: False,
+                              resources=_Resources({k: int(v) if v.isdigit() else v for k, v in res.items()}))
+        call = get_submit_command(job, params) + set_gres_string(job)
+        assert "--gpus=a100:1" in call and "slot" not in call, call

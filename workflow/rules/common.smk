@@ -1,4 +1,5 @@
 # Runs first: validates the config and holds every input function of the workflow.
+import math
 from pathlib import Path
 
 from snakemake.utils import validate
@@ -134,3 +135,17 @@ def all_metrics():
 def gpu_job_mem_mb(paper_mb):
     scale = (config["preprocess"]["grid"] / 256) ** 3
     return lambda wildcards, attempt: int(max(2000, paper_mb * scale) * attempt)
+
+
+# A GPU job's share of one card, in eighths, for one machine (`--profile gpu`, docs/gpu.md): the
+# profile gives Snakemake `gpu_slots=8` per card and never starts more GPU jobs than fit. The work
+# per step grows with the grid's voxels and the paper's networks keep a card busy at 256^3 (about
+# 110 ms per step on an H100, bench/results/gpu-h100.txt), so a 256^3 job takes the whole card and
+# a smaller grid's job its fraction of 256^3, at least one eighth: up to 8 side by side at 64^3 or
+# 128^3. A SLURM job gets a card of its own (`gpu=1`); the SLURM plugin does not read gpu_slots.
+GPU_SLOTS = 8
+
+
+def gpu_slots():
+    share = (config["preprocess"]["grid"] / 256) ** 3
+    return min(GPU_SLOTS, max(1, math.ceil(GPU_SLOTS * share)))

@@ -17,6 +17,7 @@ rule infer:
     retries: 2
     resources:
         gpu=1,
+        gpu_slots=gpu_slots(),
         mem_mb=gpu_job_mem_mb(32000),
         runtime=lambda wc, attempt: 120 * attempt,
     conda:

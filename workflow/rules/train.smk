@@ -27,6 +27,7 @@ rule train_mae:
     retries: 5
     resources:
         gpu=1,
+        gpu_slots=gpu_slots(),
         mem_mb=gpu_job_mem_mb(64000),
         runtime=24 * 60,
     conda:
@@ -56,6 +57,7 @@ rule train_baseline:
     retries: 5
     resources:
         gpu=1,
+        gpu_slots=gpu_slots(),
         mem_mb=gpu_job_mem_mb(64000),
         runtime=24 * 60,
     conda:
