@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from conftest import real_file
 from skullrecon import postprocess
@@ -63,6 +64,30 @@ def test_grid_round_trip_equals_the_whole_box_reference_on_random_volumes():
         assert part.flags.f_contiguous
         np.testing.assert_array_equal(part[region], reference_from_grid(prob, geom, threshold)[region])
         assert np.count_nonzero(part) == np.count_nonzero(part[region])
+        # a network's output left on its device (here the CPU): the same voxels as the host array's
+        on_device = from_grid(torch.from_numpy(prob), geom, threshold, region=region, order="F")
+        assert on_device.dtype == part.dtype and on_device.flags.f_contiguous
+        np.testing.assert_array_equal(on_device, part)
+
+
+def test_reconstruction_thresholded_on_the_device_equals_the_host_path():
+    """reconstruct_file's network output stays on its device and comes back as uint8; the old path copied the
+    float probabilities to the host and thresholded there. A seeded untrained network, a synthetic skull."""
+    from conftest import shell
+    from skullrecon.infer import predict, probabilities
+    from skullrecon.models import build_network
+
+    torch.manual_seed(0)
+    net = build_network("unet", {"channels": [4, 8], "strides": [2], "num_res_units": 0}, 32).eval()
+    skull = shell((50, 46, 40), radii=(22, 20, 17)).astype(np.uint8)
+    grid_input, geom = preprocess_volume(skull, (1.5, 1.5, 2.0), 32, 0.1)
+    cpu = torch.device("cpu")
+    prob = predict(net, grid_input, cpu)
+    threshold = float(np.median(prob))  # an untrained network's output is near 0.5: split it in two
+    old = from_grid(prob, geom, threshold, order="F")
+    new = from_grid(probabilities(net, grid_input, cpu), geom, threshold, order="F")
+    assert 0 < new.sum() < new.size and new.dtype == np.uint8
+    np.testing.assert_array_equal(new, old)
 
 
 def _skullbreak_case():

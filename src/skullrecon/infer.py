@@ -22,16 +22,21 @@ from skullrecon.models import load_model, pick_device
 from skullrecon.postprocess import PostprocessConfig, extract_implant
 from skullrecon.preprocess import Geometry, from_grid, load_case, preprocess_volume
 
-__all__ = ["predict", "infer_cases", "upsample_cases", "extract_cases", "reconstruct_file"]
+__all__ = ["predict", "probabilities", "infer_cases", "upsample_cases", "extract_cases", "reconstruct_file"]
 
 
 @torch.no_grad()
-def predict(net: torch.nn.Module, grid_input: np.ndarray, device: torch.device) -> np.ndarray:
-    """Foreground probabilities (float32, grid^3) for one binary grid input."""
+def probabilities(net: torch.nn.Module, grid_input: np.ndarray, device: torch.device) -> torch.Tensor:
+    """Foreground probabilities (float32, grid^3) for one binary grid input, left on ``device``."""
     x = torch.from_numpy(np.ascontiguousarray(grid_input, dtype=np.float32))[None, None].to(device)
     with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
         logits = net(x)
-    return torch.sigmoid(logits.float())[0, 0].cpu().numpy()
+    return torch.sigmoid(logits.float())[0, 0]
+
+
+def predict(net: torch.nn.Module, grid_input: np.ndarray, device: torch.device) -> np.ndarray:
+    """:func:`probabilities` on the host (the pipeline's ``infer`` keeps them for ``upsample``)."""
+    return probabilities(net, grid_input, device).cpu().numpy()
 
 
 def _save_prediction(path: Path, prob: np.ndarray, geom: Geometry, spec: dict) -> None:
@@ -127,7 +132,7 @@ def reconstruct_file(defective_path: str | Path, model_path: str | Path, out_dir
     timings["preprocess"] = time.perf_counter() - t
 
     t = time.perf_counter()
-    prob = predict(net, grid_input, dev)
+    prob = probabilities(net, grid_input, dev)  # stays on the device: from_grid thresholds there
     if dev.type == "cuda":
         torch.cuda.synchronize()
     timings["network"] = time.perf_counter() - t
@@ -137,7 +142,7 @@ def reconstruct_file(defective_path: str | Path, model_path: str | Path, out_dir
     # NIfTI and NRRD readers give Fortran-ordered arrays; element-wise steps that mix memory
     # orders are several times slower at 512^3, and a C-ordered result is slow to write back
     order = "F" if defective.array.flags.f_contiguous and not defective.array.flags.c_contiguous else "C"
-    prediction = from_grid(prob, geom, post.threshold, order=order)
+    prediction = from_grid(prob, geom, post.threshold, order=order)  # uint8, copied back from the device
     timings["upsample"] = time.perf_counter() - t
 
     t = time.perf_counter()

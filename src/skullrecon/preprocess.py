@@ -216,15 +216,18 @@ def _linear(x: np.ndarray, axis: int, n_out: int) -> np.ndarray:
     memory, as a Fortran-ordered volume wants) go through 1-D ``linear``, the middle one through
     ``trilinear`` with the other axes kept (their weights are exactly 1 and 0).
     """
+    return _linear_tensor(torch.from_numpy(x), axis, n_out).numpy()
+
+
+def _linear_tensor(t: torch.Tensor, axis: int, n_out: int) -> torch.Tensor:
+    """:func:`_linear` of a tensor, on its device."""
     if axis == 1:
-        size = list(x.shape)
+        size = list(t.shape)
         size[axis] = n_out
-        t = torch.from_numpy(np.ascontiguousarray(x))[None, None]
-        return F.interpolate(t, size=tuple(size), mode="trilinear", align_corners=False)[0, 0].numpy()
-    moved = np.ascontiguousarray(np.moveaxis(x, axis, -1))
-    t = torch.from_numpy(moved).reshape(1, -1, moved.shape[-1])
-    out = F.interpolate(t, size=n_out, mode="linear", align_corners=False).reshape(moved.shape[:-1] + (n_out,))
-    return np.moveaxis(out.numpy(), -1, axis)
+        return F.interpolate(t.contiguous()[None, None], size=tuple(size), mode="trilinear", align_corners=False)[0, 0]
+    moved = t.movedim(axis, -1).contiguous()
+    out = F.interpolate(moved.reshape(1, -1, moved.shape[-1]), size=n_out, mode="linear", align_corners=False)
+    return out.reshape(moved.shape[:-1] + (n_out,)).movedim(-1, axis)
 
 
 def _linear_sources(n_in: int, n_out: int) -> tuple[np.ndarray, np.ndarray]:
@@ -234,7 +237,7 @@ def _linear_sources(n_in: int, n_out: int) -> tuple[np.ndarray, np.ndarray]:
     return i0, np.minimum(i0 + 3, n_in)
 
 
-def from_grid(values: np.ndarray, geom: Geometry, threshold: float | None = 0.5,
+def from_grid(values: np.ndarray | torch.Tensor, geom: Geometry, threshold: float | None = 0.5,
               region: tuple[slice, ...] | None = None, order: str = "C") -> np.ndarray:
     """Put a grid array (probabilities or a mask) back onto the original voxel grid.
 
@@ -249,20 +252,29 @@ def from_grid(values: np.ndarray, geom: Geometry, threshold: float | None = 0.5,
     Returns uint8 0/1 when ``threshold`` is given, else float32 (then ``region`` still applies),
     in memory ``order`` "C" or "F" (NIfTI/NRRD volumes are Fortran-ordered; mixing orders in
     element-wise steps at 512^3 is slow).
+
+    ``values`` may be a torch tensor (a network's output on its GPU): then interpolation and
+    threshold run on its device and only the result's box is copied back (uint8 with a threshold);
+    on the CPU the same torch operations as for an array, so the same voxels.
     """
-    if values.shape != (geom.grid,) * 3:
-        raise ValueError(f"expected a {geom.grid}^3 grid, got {values.shape}")
+    if tuple(values.shape) != (geom.grid,) * 3:
+        raise ValueError(f"expected a {geom.grid}^3 grid, got {tuple(values.shape)}")
     src, dst = _overlap(geom)
     out = np.zeros(geom.shape, np.uint8 if threshold is not None else np.float32, order=order)
+    on_device = isinstance(values, torch.Tensor)
     if threshold is None:
         active = values != 0  # interpolating zeros gives exactly 0
     elif threshold > 0:
         active = values >= threshold * (1 - 1e-5)
     else:
-        active = np.ones(values.shape, bool)
+        active = torch.ones_like(values, dtype=torch.bool) if on_device else np.ones(values.shape, bool)
     if not active.any():
         return out
-    glo, ghi = bounding_box(active)
+    if on_device:  # bounds from each axis' projection: a grid edge of booleans copied back, not the grid
+        idx = [np.flatnonzero(active.any(dim=tuple(a for a in range(3) if a != ax)).cpu().numpy()) for ax in range(3)]
+        glo, ghi = np.array([i[0] for i in idx]), np.array([i[-1] + 1 for i in idx])
+    else:
+        glo, ghi = bounding_box(active)
     region = region or tuple(slice(0, n) for n in geom.shape)
     want, need = [], []  # per axis: box output range; grid input range
     for ax in range(3):
@@ -278,16 +290,25 @@ def from_grid(values: np.ndarray, geom: Geometry, threshold: float | None = 0.5,
             return out
         want.append((b0, b1))
         need.append((int(i0[b0:b1].min()), int(i1[b0:b1].max())))
-    x = np.ascontiguousarray(values[tuple(slice(a, b) for a, b in need)], dtype=np.float32)
+    if on_device:
+        x, zeros, linear = values[tuple(slice(a, b) for a, b in need)].float(), torch.zeros, _linear_tensor
+        kind = {"dtype": torch.float32, "device": values.device}
+    else:
+        x = np.ascontiguousarray(values[tuple(slice(a, b) for a, b in need)], dtype=np.float32)
+        zeros, linear, kind = np.zeros, _linear, {"dtype": np.float32}
     for ax in (2, 1, 0):  # torch's order: innermost axis first
-        full = np.zeros(x.shape[:ax] + (geom.grid,) + x.shape[ax + 1:], np.float32)
+        full = zeros(x.shape[:ax] + (geom.grid,) + x.shape[ax + 1:], **kind)
         idx = [slice(None)] * 3
         idx[ax] = slice(*need[ax])
         full[tuple(idx)] = x  # the rest of the axis is never read by the outputs kept
         idx[ax] = slice(*want[ax])
-        x = _linear(full, ax, geom.box_size[ax])[tuple(idx)]
+        x = linear(full, ax, geom.box_size[ax])[tuple(idx)]
     place = tuple(slice(a + s, b + s) for (a, b), s in zip(want, geom.box_start))
-    out[place] = x >= threshold if threshold is not None else x
+    if threshold is not None:
+        x = x >= threshold
+    if on_device:  # thresholded on the device: a uint8 box comes back
+        x = (x.to(torch.uint8) if threshold is not None else x).cpu().numpy()
+    out[place] = x
     return out
 
 
