@@ -3,11 +3,16 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: setup demo test lint
+.PHONY: setup demo test lint lock upgrade-check
 
-$(BIN)/.installed: pyproject.toml
+# Exactly the locked versions (requirements.lock, written by `make lock`); pyproject.toml's ranges are for
+# people who use the library in an environment of their own. Bytecode is compiled at first import
+# (--no-compile: the install takes half the time); the project itself is built with the locked setuptools.
+$(BIN)/.installed: requirements.lock pyproject.toml
 	python3 -m venv $(VENV)
-	$(BIN)/python -m pip install -q -e '.[test]'
+	$(BIN)/python -m pip install -q --no-compile -r requirements.lock
+	$(BIN)/python -m pip install -q --no-compile --no-deps --no-build-isolation -e .
+	$(BIN)/python -m pip check
 	touch $@
 
 setup: $(BIN)/.installed
@@ -20,3 +25,9 @@ test: setup  ## unit tests, the whole DAG on a tiny config, and the SLURM test w
 
 lint: setup
 	snakemake --lint
+
+lock:  ## re-resolve the newest versions pyproject.toml allows into requirements.lock and envs/*.yaml
+	bash tools/lock.sh
+
+upgrade-check:  ## the newest versions the ranges allow, in a scratch env: what moved, and the quick tests on them
+	bash tools/upgrade_check.sh

@@ -1,7 +1,8 @@
-"""The conda environment of the rules (envs/) stays in step with pyproject.toml.
+"""The environments stay locked and in step: requirements.lock, envs/*.yaml and pyproject.toml.
 
-No conda channel is reachable here, so the environment cannot be built in CI; this test keeps its
-package list and version bounds identical to the package's own runtime dependencies instead.
+`make lock` (tools/lock.sh) writes the lock and both conda envs. No conda channel is reachable here,
+so the envs cannot be built in CI; these tests keep their pins identical to the lock's, the lock
+complete for pyproject.toml's dependencies, and every locked version inside pyproject.toml's range.
 """
 
 from __future__ import annotations
@@ -10,6 +11,8 @@ import re
 import tomllib
 
 import yaml
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
 
 from conftest import REPO
 
@@ -17,39 +20,81 @@ from conftest import REPO
 ENGINE_ONLY = {"snakemake", "snakemake-executor-plugin-slurm"}
 
 
-def _requirements(lines) -> dict[str, str]:
-    reqs = {}
+def _pins(lines) -> dict[str, str]:
+    """name -> exact version of `name==version` lines; anything else is a failure of the lock."""
+    pins = {}
     for line in lines:
-        name, spec = re.match(r"^([A-Za-z0-9_.\-]+)\s*(.*)$", line.strip()).groups()
-        reqs[name.lower()] = spec.replace(" ", "")
-    return reqs
+        line = line.split("#")[0].strip()
+        if not line:
+            continue
+        match = re.fullmatch(r"([A-Za-z0-9_.\-]+)==([A-Za-z0-9_.+!\-]+)", line)
+        assert match, f"not an exact pin: {line!r}"
+        pins[canonicalize_name(match.group(1))] = match.group(2)
+    return pins
 
 
-def _env_pip(name: str) -> dict[str, str]:
+def _lock() -> dict[str, str]:
+    return _pins((REPO / "requirements.lock").read_text().splitlines())
+
+
+def _env_pins(name: str) -> dict[str, str]:
     env = yaml.safe_load((REPO / "envs" / name).read_text())
     python = next(d for d in env["dependencies"] if isinstance(d, str) and d.startswith("python"))
     assert python.replace(" ", "") == "python=3.11"
     assert "pip" in env["dependencies"]
-    return _requirements(next(d["pip"] for d in env["dependencies"] if isinstance(d, dict) and "pip" in d))
+    return _pins(next(d["pip"] for d in env["dependencies"] if isinstance(d, dict) and "pip" in d))
 
 
-def _project_requirements() -> dict[str, str]:
+def _project_requirements() -> list[Requirement]:
     project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
-    return _requirements(line.split("#")[0] for line in project["dependencies"])
+    extras = [r for reqs in project["optional-dependencies"].values() for r in reqs]
+    return [Requirement(line.split("#")[0]) for line in project["dependencies"] + extras]
 
 
-def test_rule_env_matches_pyproject():
-    wanted = {k: v for k, v in _project_requirements().items() if k not in ENGINE_ONLY}
-    assert _env_pip("skullrecon.yaml") == wanted
+def test_lock_pins_every_dependency_inside_its_range():
+    lock = _lock()
+    for req in _project_requirements():
+        name = canonicalize_name(req.name)
+        assert name in lock, f"{req.name} is missing from requirements.lock (run make lock)"
+        assert req.specifier.contains(lock[name], prereleases=True), f"lock {name}=={lock[name]} outside {req}"
 
 
-def test_engine_env_matches_pyproject():
-    """The login node's env has the same Snakemake and SLURM plugin floors as the package."""
-    wanted = {k: v for k, v in _project_requirements().items() if k in ENGINE_ONLY}
-    assert _env_pip("snakemake.yaml") == wanted
-    # the profile and docs use --slurm-status-command, new in plugin 2.0.1
-    floor = wanted["snakemake-executor-plugin-slurm"]
-    assert tuple(int(x) for x in re.match(r">=([\d.]+)", floor).group(1).split(".")) >= (2, 0, 1), floor
+def test_torch_is_locked_without_a_local_label():
+    """`torch==2.13.0` matches the CPU build where one is offered and PyPI's build elsewhere."""
+    assert _lock()["torch"] == "2.13.0"
+
+
+def test_envs_take_the_locks_pins():
+    lock = _lock()
+    for name in ("skullrecon.yaml", "snakemake.yaml"):
+        pins = _env_pins(name)
+        assert pins, name
+        wrong = {k: (v, lock.get(k)) for k, v in pins.items() if lock.get(k) != v}
+        assert not wrong, f"envs/{name} differs from requirements.lock: {wrong}"
+
+
+def test_rule_env_has_the_runtime_and_not_the_engine():
+    pins = _env_pins("skullrecon.yaml")
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    for req in (Requirement(line.split("#")[0]) for line in project["dependencies"]):
+        name = canonicalize_name(req.name)
+        assert (name in pins) == (name not in ENGINE_ONLY), name
+
+
+def test_engine_env_has_snakemake_and_the_plugin():
+    """The login node's env has Snakemake and the SLURM plugin (>= 2.0.1: --slurm-status-command)."""
+    pins = _env_pins("snakemake.yaml")
+    assert ENGINE_ONLY <= set(pins)
+    assert "torch" not in pins
+    version = tuple(int(x) for x in re.match(r"[\d.]+", pins["snakemake-executor-plugin-slurm"]).group(0).split("."))
+    assert version >= (2, 0, 1)
+
+
+def test_make_installs_from_the_lock():
+    makefile = (REPO / "Makefile").read_text()
+    assert "pip install -q --no-compile -r requirements.lock" in makefile
+    assert "--no-deps --no-build-isolation -e ." in makefile
+    assert "make test" in (REPO / ".ci" / "run").read_text()
 
 
 def test_rule_env_installs_the_workflow_library():
