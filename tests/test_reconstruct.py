@@ -13,9 +13,9 @@ other inputs go through ``cli.main`` in-process.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
-import importlib.util
 import subprocess
 import sys
 from pathlib import Path
