@@ -1,18 +1,19 @@
 """``skullrecon reconstruct``: one defective skull and a model file in, implant volume and STL out.
 
-A tiny supervised UNet (grid 32) is trained once per module on a synthetic SkullBreak-like set
-of four skulls with the bilateral (top-of-head) defect, then asked for the implant of a fifth,
-held-out skull. The bilateral type is used rather than SkullFix's defect, which lands anywhere
-on the vault: with four training skulls a network can only learn a defect whose place recurs,
-and the test is about the command, not about generalisation.
+The model is a tiny supervised UNet (grid 32) committed as tests/data/reconstruct-unet.pt, made by
+tests/data/make_reconstruct_model.py on a synthetic SkullBreak-like set of four skulls with the
+bilateral (top-of-head) defect. The test generates the same seeded set and asks the model for the
+implant of its fifth, held-out skull. It is not trained here: what a short training reaches
+depends on the CPU's floating point, and the two tests that need a quality failed elsewhere
+(issue 20). Inference alone moves probabilities by rounding errors, far below the margins below.
 
-Timing: about 60 epochs of one batch of four 32^3 cases, a few seconds of training on two
-uncontended cores; the CLI runs once as a real subprocess (checks there is no traceback and
-the exit codes), the other inputs go through ``cli.main`` in-process.
+The CLI runs once as a real subprocess (checks there is no traceback and the exit codes), the
+other inputs go through ``cli.main`` in-process.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import subprocess
@@ -28,12 +29,15 @@ import torch
 from skullrecon.cli import main
 from test_mesh import check_closed_mesh, read_stl
 
-SHAPE, SPACING = (64, 64, 48), (3.0, 3.0, 4.0)
-POSTPROCESS = {"closing_mm": 2.0, "opening_mm": 1.0, "largest_component": True, "threshold": 0.5}
-# Held-out DSC of this model on three test skulls was 0.39-0.59 while developing. An empty
-# implant scores 0, and so does a cap of the right size anywhere but over the defect; 0.2 only
-# fails when the implant is mostly in the wrong place, yet leaves room for the run-to-run
-# spread of a 60-step training on another machine or torch version.
+DATA = Path(__file__).resolve().parent / "data"
+_spec = importlib.util.spec_from_file_location("make_reconstruct_model", DATA / "make_reconstruct_model.py")
+made = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(made)
+SHAPE, SPACING = made.SHAPE, made.SPACING
+# The committed model's held-out DSC is 0.336 (0.317-0.351 with the probability threshold moved
+# to 0.45-0.55, far more than rounding moves a probability). An empty implant scores 0, and so
+# does a cap of the right size anywhere but over the defect: 0.2 fails only when the implant is
+# mostly in the wrong place. Not raised to the model's value: the test is about the command.
 MIN_DSC = 0.2
 STAGES = {"load", "preprocess", "network", "upsample", "extract", "write"}  # write: volumes and mesh, side by side
 
@@ -44,28 +48,12 @@ def _dice(a, b) -> float:
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    """Synthetic data, the tiny model file, and the held-out defective skull with its implant."""
-    from skullrecon.datasets import Layout
-    from skullrecon.preprocess import preprocess_split
-    from skullrecon.synthetic import generate_dataset
-    from skullrecon.train import TrainConfig, train_model
-
+def inputs(tmp_path_factory):
+    """The committed model, the synthetic data, and the held-out defective skull with its implant."""
     tmp = tmp_path_factory.mktemp("reconstruct")
-    root = tmp / "data"
-    generate_dataset(root, "skullbreak", n_train=4, n_test=1, shape=SHAPE, spacing=SPACING, seed=0,
-                     defect_types=["bilateral"])
-    layout = Layout(train="training", test="testing", types=("bilateral",))
-    preprocess_split(root, layout, "train", tmp / "pre", grid=32, margin=0.1, log=lambda s: None)
-    spec = {"method": "unet", "arch": "unet",
-            "network": {"channels": [8, 16, 32], "strides": [2, 2], "num_res_units": 1},
-            "grid": 32, "margin": 0.1, "postprocess": POSTPROCESS}
-    cfg = TrainConfig(epochs=60, batch_size=4, lr=0.03, gamma=1.0, val_fraction=0.0, checkpoint_every=1000, seed=0)
-    files = sorted((tmp / "pre" / "cases").glob("*.npz"))
-    train_model("implant", files, tmp / "unet.pt", spec, cfg, tmp / "ckpt", tmp / "log.csv",
-                device="cpu", log=lambda s: None, progress=False)
+    root = made.make_data(tmp / "data")
     return {
-        "model": tmp / "unet.pt",
+        "model": made.MODEL,
         "defective": root / "testing" / "defective_skull" / "bilateral" / "000.nrrd",
         "implant": root / "testing" / "implant" / "bilateral" / "000.nrrd",
         "tmp": tmp,
@@ -73,12 +61,12 @@ def trained(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def nrrd_run(trained):
+def nrrd_run(inputs):
     """The command run once as a user would: a separate process on the held-out NRRD skull."""
-    out = trained["tmp"] / "out_nrrd"
+    out = inputs["tmp"] / "out_nrrd"
     proc = subprocess.run(
-        [sys.executable, "-m", "skullrecon.cli", "reconstruct", str(trained["defective"]),
-         "--model", str(trained["model"]), "--out", str(out)],
+        [sys.executable, "-m", "skullrecon.cli", "reconstruct", str(inputs["defective"]),
+         "--model", str(inputs["model"]), "--out", str(out)],
         capture_output=True, text=True, timeout=300,
     )
     return proc, out
@@ -106,7 +94,7 @@ def _check_stl(stl: Path, implant: np.ndarray, affine: np.ndarray) -> None:
     np.testing.assert_allclose(verts.max(0), centres.max(0), atol=one_voxel)
 
 
-def test_cli_reconstructs_held_out_nrrd_skull(trained, nrrd_run):
+def test_cli_reconstructs_held_out_nrrd_skull(inputs, nrrd_run):
     proc, out = nrrd_run
     assert proc.returncode == 0, proc.stderr
     result = json.loads(proc.stdout)
@@ -114,7 +102,7 @@ def test_cli_reconstructs_held_out_nrrd_skull(trained, nrrd_run):
     assert result["device"] == ("cuda" if torch.cuda.is_available() else "cpu")  # chosen automatically
     assert {Path(p).name for p in result["paths"].values()} == {"implant.nrrd", "reconstruction.nrrd", "implant.stl"}
 
-    in_data, in_header = nrrd.read(str(trained["defective"]))
+    in_data, in_header = nrrd.read(str(inputs["defective"]))
     implant, header = nrrd.read(str(out / "implant.nrrd"))
     recon, _ = nrrd.read(str(out / "reconstruction.nrrd"))
     assert implant.shape == in_data.shape and implant.dtype == in_data.dtype
@@ -124,8 +112,10 @@ def test_cli_reconstructs_held_out_nrrd_skull(trained, nrrd_run):
     np.testing.assert_array_equal(header["space origin"], in_header["space origin"])
     assert set(np.unique(implant)) <= {0, 1} and implant.sum() == result["implant_voxels"] > 0
 
-    truth, _ = nrrd.read(str(trained["implant"]))
-    assert _dice(implant, truth) > MIN_DSC
+    truth, _ = nrrd.read(str(inputs["implant"]))
+    dsc = _dice(implant, truth)
+    print(f"held-out DSC {dsc:.4f}")  # shown with -rP
+    assert dsc > MIN_DSC, f"held-out DSC {dsc:.4f}"
     assert not (implant.astype(bool) & in_data.astype(bool)).any(), "implant overlaps the skull"
     assert np.all(recon[in_data > 0] == 1), "reconstruction lost part of the defective skull"
     np.testing.assert_array_equal(recon.astype(bool), in_data.astype(bool) | implant.astype(bool))
@@ -133,14 +123,14 @@ def test_cli_reconstructs_held_out_nrrd_skull(trained, nrrd_run):
     _check_stl(out / "implant.stl", implant, _affine_from_nrrd_header(header))
 
 
-def test_nifti_input_gives_nifti_outputs_on_its_affine(trained, nrrd_run, tmp_path, capsys):
-    data, _ = nrrd.read(str(trained["defective"]))
+def test_nifti_input_gives_nifti_outputs_on_its_affine(inputs, nrrd_run, tmp_path, capsys):
+    data, _ = nrrd.read(str(inputs["defective"]))
     affine = np.diag([-3.0, 3.0, 4.0, 1.0])  # mirroring (det < 0): the STL winding must follow
     affine[:3, 3] = (90.0, -96.0, -30.0)
     src = tmp_path / "skull.nii.gz"
     nib.save(nib.Nifti1Image(data.astype(np.uint8), affine), str(src))
 
-    assert main(["reconstruct", str(src), "--model", str(trained["model"]), "--out", str(tmp_path / "out")]) == 0
+    assert main(["reconstruct", str(src), "--model", str(inputs["model"]), "--out", str(tmp_path / "out")]) == 0
     capsys.readouterr()
     img = nib.load(str(tmp_path / "out" / "implant.nii.gz"))
     assert (tmp_path / "out" / "reconstruction.nii.gz").exists()
@@ -152,8 +142,8 @@ def test_nifti_input_gives_nifti_outputs_on_its_affine(trained, nrrd_run, tmp_pa
     _check_stl(tmp_path / "out" / "implant.stl", implant, img.affine)
 
 
-def test_oblique_int32_nrrd_keeps_header_and_mesh_follows_affine(trained, nrrd_run, tmp_path, capsys):
-    data, header = nrrd.read(str(trained["defective"]))
+def test_oblique_int32_nrrd_keeps_header_and_mesh_follows_affine(inputs, nrrd_run, tmp_path, capsys):
+    data, header = nrrd.read(str(inputs["defective"]))
     a, b = np.deg2rad(25), np.deg2rad(-10)
     rot = np.array([[np.cos(a), -np.sin(a), 0], [np.sin(a), np.cos(a), 0], [0, 0, 1]]) @ \
         np.array([[1, 0, 0], [0, np.cos(b), -np.sin(b)], [0, np.sin(b), np.cos(b)]])
@@ -164,7 +154,7 @@ def test_oblique_int32_nrrd_keeps_header_and_mesh_follows_affine(trained, nrrd_r
     src = tmp_path / "oblique.nrrd"
     nrrd.write(str(src), data.astype(np.int32), header)
 
-    assert main(["reconstruct", str(src), "--model", str(trained["model"]), "--out", str(tmp_path / "out")]) == 0
+    assert main(["reconstruct", str(src), "--model", str(inputs["model"]), "--out", str(tmp_path / "out")]) == 0
     capsys.readouterr()
     implant, out_header = nrrd.read(str(tmp_path / "out" / "implant.nrrd"))
     assert implant.dtype == np.int32 and out_header["type"] == "int32"
@@ -186,11 +176,11 @@ def _error_line(err: str) -> str:
     return lines[0]
 
 
-def test_bad_model_file_is_one_clear_line_from_a_real_process(trained, tmp_path):
+def test_bad_model_file_is_one_clear_line_from_a_real_process(inputs, tmp_path):
     bogus = tmp_path / "model.pt"
     bogus.write_bytes(b"this is not a model\n" * 10)
     proc = subprocess.run(
-        [sys.executable, "-m", "skullrecon.cli", "reconstruct", str(trained["defective"]),
+        [sys.executable, "-m", "skullrecon.cli", "reconstruct", str(inputs["defective"]),
          "--model", str(bogus), "--out", str(tmp_path / "out")],
         capture_output=True, text=True, timeout=300,
     )
@@ -224,10 +214,10 @@ def _bad_inputs(tmp: Path, good: Path) -> dict[str, tuple[Path, Path | None]]:
 
 @pytest.mark.parametrize("case", ["missing", "nonbinary", "empty_skull", "unknown_format",
                                   "model_missing", "model_not_skullrecon"])
-def test_bad_input_exits_2_with_one_line_naming_the_file(trained, tmp_path, capsys, case):
-    defective, model = _bad_inputs(tmp_path, trained["defective"])[case]
+def test_bad_input_exits_2_with_one_line_naming_the_file(inputs, tmp_path, capsys, case):
+    defective, model = _bad_inputs(tmp_path, inputs["defective"])[case]
     blamed = model if model is not None else defective
-    code = main(["reconstruct", str(defective), "--model", str(model or trained["model"]),
+    code = main(["reconstruct", str(defective), "--model", str(model or inputs["model"]),
                  "--out", str(tmp_path / "out")])
     assert code == 2
     line = _error_line(capsys.readouterr().err)
@@ -236,11 +226,11 @@ def test_bad_input_exits_2_with_one_line_naming_the_file(trained, tmp_path, caps
         assert "binary" in line
 
 
-def _blind_model(trained, path: Path) -> Path:
+def _blind_model(inputs, path: Path) -> Path:
     """A model that finds no defect: every logit -20, probability ~0 everywhere."""
     from skullrecon.models import build_network, load_model, save_model
 
-    _, spec = load_model(trained["model"])
+    _, spec = load_model(inputs["model"])
     net = build_network(spec["arch"], spec["network"], spec["grid"])
     with torch.no_grad():
         biases = [p for n, p in net.named_parameters() if n.endswith("bias")]
@@ -250,10 +240,10 @@ def _blind_model(trained, path: Path) -> Path:
     return save_model(path, net, spec)
 
 
-def test_empty_implant_exits_3_with_a_warning(trained, tmp_path, capsys):
+def test_empty_implant_exits_3_with_a_warning(inputs, tmp_path, capsys):
     """A model that finds no defect: outputs still written (empty implant), no STL, exit code 3."""
-    _blind_model(trained, tmp_path / "blind.pt")
-    code = main(["reconstruct", str(trained["defective"]), "--model", str(tmp_path / "blind.pt"),
+    _blind_model(inputs, tmp_path / "blind.pt")
+    code = main(["reconstruct", str(inputs["defective"]), "--model", str(tmp_path / "blind.pt"),
                  "--out", str(tmp_path / "out")])
     captured = capsys.readouterr()
     assert code == 3
@@ -266,13 +256,13 @@ def test_empty_implant_exits_3_with_a_warning(trained, tmp_path, capsys):
 
 
 @pytest.mark.slow  # about 20 s: reading, resampling and writing 512^3 volumes
-def test_reconstruct_on_real_skullbreak_skull(trained, tmp_path):
+def test_reconstruct_on_real_skullbreak_skull(inputs, tmp_path):
     """The real 512^3, 0.4 mm NIfTI goes through (the tiny model is not accurate: form only)."""
     from conftest import real_file
     from skullrecon.infer import reconstruct_file
 
     src = real_file("real/autoimplantpipe_skullbreak_parietotemporal_001.nii.gz")
-    result = reconstruct_file(src, trained["model"], tmp_path / "out", device="cpu")
+    result = reconstruct_file(src, inputs["model"], tmp_path / "out", device="cpu")
     img = nib.load(str(tmp_path / "out" / "implant.nii.gz"))
     assert img.shape == (512, 512, 512)
     np.testing.assert_array_equal(img.affine, nib.load(str(src)).affine)
@@ -291,30 +281,30 @@ def _run_main(capsys, *args) -> tuple[int, str]:
     return code, capsys.readouterr().err
 
 
-def test_rerun_without_stl_or_with_an_empty_implant_leaves_no_stale_stl(trained, tmp_path, capsys):
+def test_rerun_without_stl_or_with_an_empty_implant_leaves_no_stale_stl(inputs, tmp_path, capsys):
     from skullrecon.outputset import read_manifest
 
     out = tmp_path / "out"
-    assert _run_main(capsys, trained["defective"], "--model", trained["model"], "--out", out)[0] == 0
+    assert _run_main(capsys, inputs["defective"], "--model", inputs["model"], "--out", out)[0] == 0
     assert (out / "implant.stl").exists() and "implant.stl" in read_manifest(out)["files"]
-    assert _run_main(capsys, trained["defective"], "--model", trained["model"], "--out", out, "--no-stl")[0] == 0
+    assert _run_main(capsys, inputs["defective"], "--model", inputs["model"], "--out", out, "--no-stl")[0] == 0
     assert not (out / "implant.stl").exists()
     assert set(read_manifest(out)["files"]) == {"implant.nrrd", "reconstruction.nrrd"}
 
-    assert _run_main(capsys, trained["defective"], "--model", trained["model"], "--out", out)[0] == 0
+    assert _run_main(capsys, inputs["defective"], "--model", inputs["model"], "--out", out)[0] == 0
     assert (out / "implant.stl").exists()
-    code, err = _run_main(capsys, trained["defective"], "--model", _blind_model(trained, tmp_path / "b.pt"), "--out", out)
+    code, err = _run_main(capsys, inputs["defective"], "--model", _blind_model(inputs, tmp_path / "b.pt"), "--out", out)
     assert code == 3 and "empty" in err
     assert not (out / "implant.stl").exists()
     implant, _ = nrrd.read(str(out / "implant.nrrd"))
     assert not implant.any() and read_manifest(out)["empty"]
 
 
-def test_an_input_the_run_would_replace_is_refused_and_kept(trained, tmp_path, capsys):
+def test_an_input_the_run_would_replace_is_refused_and_kept(inputs, tmp_path, capsys):
     out = tmp_path / "out"
-    assert _run_main(capsys, trained["defective"], "--model", trained["model"], "--out", out)[0] == 0
+    assert _run_main(capsys, inputs["defective"], "--model", inputs["model"], "--out", out)[0] == 0
     before = (out / "implant.nrrd").read_bytes()
-    code, err = _run_main(capsys, out / "implant.nrrd", "--model", trained["model"], "--out", out)
+    code, err = _run_main(capsys, out / "implant.nrrd", "--model", inputs["model"], "--out", out)
     assert code == 2
     line = _error_line(err)
     assert str(out / "implant.nrrd") in line and "would replace" in line
@@ -324,14 +314,14 @@ def test_an_input_the_run_would_replace_is_refused_and_kept(trained, tmp_path, c
     mine = tmp_path / "mine"
     mine.mkdir()
     (mine / "implant.stl").write_bytes(b"my own mesh")
-    code, err = _run_main(capsys, trained["defective"], "--model", trained["model"], "--out", mine)
+    code, err = _run_main(capsys, inputs["defective"], "--model", inputs["model"], "--out", mine)
     assert code == 2 and str(mine / "implant.stl") in _error_line(err)
     assert (mine / "implant.stl").read_bytes() == b"my own mesh"
     # an input inside --out under another name is fine and left alone
     (mine / "implant.stl").unlink()
-    (mine / "skull.nrrd").write_bytes(trained["defective"].read_bytes())
-    assert _run_main(capsys, mine / "skull.nrrd", "--model", trained["model"], "--out", mine)[0] == 0
-    assert (mine / "skull.nrrd").read_bytes() == trained["defective"].read_bytes()
+    (mine / "skull.nrrd").write_bytes(inputs["defective"].read_bytes())
+    assert _run_main(capsys, mine / "skull.nrrd", "--model", inputs["model"], "--out", mine)[0] == 0
+    assert (mine / "skull.nrrd").read_bytes() == inputs["defective"].read_bytes()
 
 
 _KILL_AFTER_ONE_FILE = """
@@ -349,16 +339,16 @@ sys.exit(main(sys.argv[1:]))
 """
 
 
-def test_a_kill_between_files_leaves_no_set_that_looks_finished(trained, tmp_path):
+def test_a_kill_between_files_leaves_no_set_that_looks_finished(inputs, tmp_path):
     """A real process killed after moving one file: an unfinished manifest, no file of the old set beside
     the new one; the next run finishes and the set verifies."""
     from skullrecon.outputset import MANIFEST, OutputError, read_manifest
 
     out = tmp_path / "out"
-    args = ["reconstruct", str(trained["defective"]), "--model", str(trained["model"]), "--out", str(out)]
+    args = ["reconstruct", str(inputs["defective"]), "--model", str(inputs["model"]), "--out", str(out)]
     assert main(args) == 0
     old = {n: e["sha256"] for n, e in read_manifest(out)["files"].items()}
-    blind = _blind_model(trained, tmp_path / "b.pt")  # another result, so old and new files differ
+    blind = _blind_model(inputs, tmp_path / "b.pt")  # another result, so old and new files differ
     proc = subprocess.run([sys.executable, "-c", _KILL_AFTER_ONE_FILE, *args[:3], str(blind), *args[4:]],
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 137
@@ -374,17 +364,19 @@ def test_a_kill_between_files_leaves_no_set_that_looks_finished(trained, tmp_pat
     assert not list(out.glob(".skullrecon-staging-*"))
 
 
-def test_a_complete_skull_warns_that_there_is_nothing_to_fill(trained, tmp_path, capsys):
-    complete = trained["defective"].parents[2] / "complete_skull" / "000.nrrd"
-    code, err = _run_main(capsys, complete, "--model", trained["model"], "--out", tmp_path / "out")
+def test_a_complete_skull_warns_that_there_is_nothing_to_fill(inputs, tmp_path, capsys):
+    # the committed model's implant for the complete skull is 75 voxels, 0.52 % of its bone (0.37-0.62 %
+    # with the threshold at 0.45-0.55): neither empty nor near the warning's bound of 1 %
+    complete = inputs["defective"].parents[2] / "complete_skull" / "000.nrrd"
+    code, err = _run_main(capsys, complete, "--model", inputs["model"], "--out", tmp_path / "out")
     assert code == 3
     assert "nothing to fill" in err and str(complete) in err and "Traceback" not in err
     # the defective skull of the same subject gets no warning
-    assert _run_main(capsys, trained["defective"], "--model", trained["model"], "--out", tmp_path / "o2")[0] == 0
+    assert _run_main(capsys, inputs["defective"], "--model", inputs["model"], "--out", tmp_path / "o2")[0] == 0
 
 
-def _model_with(trained, path: Path, change) -> Path:
-    blob = torch.load(trained["model"], weights_only=True)
+def _model_with(inputs, path: Path, change) -> Path:
+    blob = torch.load(inputs["model"], weights_only=True)
     change(blob["spec"])
     torch.save(blob, path)
     return path
@@ -401,33 +393,33 @@ _SPEC_CHANGES = {
 
 
 @pytest.mark.parametrize("change", sorted(_SPEC_CHANGES))
-def test_malformed_model_spec_is_one_line_naming_the_model(trained, tmp_path, capsys, change):
-    model = _model_with(trained, tmp_path / "bad.pt", _SPEC_CHANGES[change])
-    code, err = _run_main(capsys, trained["defective"], "--model", model, "--out", tmp_path / "out")
+def test_malformed_model_spec_is_one_line_naming_the_model(inputs, tmp_path, capsys, change):
+    model = _model_with(inputs, tmp_path / "bad.pt", _SPEC_CHANGES[change])
+    code, err = _run_main(capsys, inputs["defective"], "--model", model, "--out", tmp_path / "out")
     assert code == 2
     assert str(model) in _error_line(err)
 
 
-def test_unusable_out_and_device_are_one_line(trained, tmp_path, capsys):
+def test_unusable_out_and_device_are_one_line(inputs, tmp_path, capsys):
     afile = tmp_path / "afile"
     afile.write_text("x")
     for out, blamed in ((afile, afile), (afile / "sub", afile)):
-        code, err = _run_main(capsys, trained["defective"], "--model", trained["model"], "--out", out)
+        code, err = _run_main(capsys, inputs["defective"], "--model", inputs["model"], "--out", out)
         assert code == 2 and str(blamed) in _error_line(err)
     assert afile.read_text() == "x"
-    code, err = _run_main(capsys, trained["defective"], "--model", trained["model"], "--out", tmp_path / "o",
+    code, err = _run_main(capsys, inputs["defective"], "--model", inputs["model"], "--out", tmp_path / "o",
                           "--device", "foo")
     assert code == 2 and "'foo'" in _error_line(err)
     assert not (tmp_path / "o").exists()
 
 
 @pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() == 0, reason="root writes into read-only folders")
-def test_read_only_out_is_one_line(trained, tmp_path, capsys):
+def test_read_only_out_is_one_line(inputs, tmp_path, capsys):
     ro = tmp_path / "ro"
     ro.mkdir()
     ro.chmod(0o500)
     try:
-        code, err = _run_main(capsys, trained["defective"], "--model", trained["model"], "--out", ro / "out")
+        code, err = _run_main(capsys, inputs["defective"], "--model", inputs["model"], "--out", ro / "out")
     finally:
         ro.chmod(0o700)
     assert code == 2 and str(ro / "out") in _error_line(err)
