@@ -536,3 +536,17 @@ def test_ties_with_one_nearest_skull_voxel_need_no_scipy_transform(monkeypatch):
 
     monkeypatch.setattr(ndimage, "distance_transform_edt", refuse)
     assert M.boundary_dice(pred, gt, defective, (0.4, 0.4, 0.4)) == expected
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, bool, np.int8, np.uint16, np.float32])
+def test_bbox_of_every_type_matches_argwhere(dtype):
+    rng = np.random.default_rng(4)
+    for trial in range(4):
+        a = np.zeros((17, 23, 19), dtype)
+        pts = rng.integers(0, (17, 23, 19), size=(trial + 1, 3))
+        a[tuple(pts.T)] = -1 if dtype in (np.int8, np.float32) else 1  # negative values count too
+        nz = np.argwhere(a)
+        expected = tuple((int(lo), int(hi) + 1) for lo, hi in zip(nz.min(0), nz.max(0)))
+        assert M._bbox(a) == expected
+        assert M._bbox(np.asfortranarray(a)) == expected  # the generic path
+    assert M._bbox(np.zeros((4, 5, 6), dtype)) is None

@@ -115,9 +115,21 @@ def _dsc_counts(inter: int, n_a: int, n_b: int, both_empty: float) -> float:
 def _bbox(a: np.ndarray) -> BBox | None:
     """Bounding box of the nonzero voxels, or None if there are none.
 
-    Reduces one axis at a time and shrinks the array to the slab found so far, so only the first
-    reduction reads the whole volume (without converting it to bool).
+    One-byte volumes (bool, uint8: the usual masks) are read once through a uint8 view with
+    ``max`` reductions, which numpy vectorises (about twice as fast as ``any`` over axes on a
+    512^3 volume): the first reduction reads the whole volume, the second only the slab found.
+    Other types reduce one axis at a time and shrink the array to the slab found so far, so only
+    the first reduction reads the whole volume (without converting it to bool).
     """
+    if a.ndim == 3 and a.dtype.itemsize == 1 and a.dtype.kind in "bui" and a.flags.c_contiguous:
+        u = a.view(np.uint8)
+        hits = np.flatnonzero(u.reshape(u.shape[0], -1).max(axis=1))
+        if hits.size == 0:
+            return None
+        lo, hi = int(hits[0]), int(hits[-1]) + 1
+        plane = u[lo:hi].max(axis=0)  # elementwise over the slab's slices: contiguous
+        h1, h2 = np.flatnonzero(plane.max(axis=1)), np.flatnonzero(plane.max(axis=0))
+        return (lo, hi), (int(h1[0]), int(h1[-1]) + 1), (int(h2[0]), int(h2[-1]) + 1)
     box: list[tuple[int, int]] = []
     view = a
     for axis in range(a.ndim):
