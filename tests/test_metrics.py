@@ -550,3 +550,13 @@ def test_bbox_of_every_type_matches_argwhere(dtype):
         assert M._bbox(a) == expected
         assert M._bbox(np.asfortranarray(a)) == expected  # the generic path
     assert M._bbox(np.zeros((4, 5, 6), dtype)) is None
+
+
+@pytest.mark.parametrize("spacing", [(0.4, 0.4, 0.4), (0.8, 1.3, 2.1)])
+def test_margin_zero_keeps_only_voxels_on_the_skull(spacing):
+    pred, gt = perturbed(seed=8, amount=0.2)
+    defective = smooth_blobs(seed=9, fraction=0.2)  # overlaps both implants
+    fast = M.boundary_dice(pred, gt, defective, spacing, 0.0)
+    d = defective != 0
+    p, g = (pred != 0) & d, (gt != 0) & d
+    assert fast == 2.0 * (p & g).sum() / (p.sum() + g.sum()) == M.reference_boundary_dice(pred, gt, defective, spacing, 0.0)
