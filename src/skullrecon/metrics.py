@@ -418,12 +418,16 @@ def _fast_hd95(pred: np.ndarray, gt: np.ndarray, spacing: np.ndarray, bp: BBox |
     sg = _surface(_padded_crop(gt, box))
     # Nearest surface voxel by a k-d tree over the surface points in mm: exact float64 distances
     # (edt works in float32, ~1e-6 mm off) and the work scales with the surfaces, not the box.
+    # A voxel on both surfaces is 0 from the other one: only the rest is queried (a fifth of the
+    # benchmark's surface, more for good predictions); the zeros still count in the percentile.
+    shared = sp & sg
     pts_p = np.argwhere(sp) * spacing
     pts_g = np.argwhere(sg) * spacing
     workers = _threads()
-    d_pg = cKDTree(pts_g).query(pts_p, k=1, workers=workers)[0]
-    d_gp = cKDTree(pts_p).query(pts_g, k=1, workers=workers)[0]
-    return float(np.percentile(np.concatenate((d_pg, d_gp)), 95))
+    d_pg = cKDTree(pts_g).query(np.argwhere(sp & ~shared) * spacing, k=1, workers=workers)[0]
+    d_gp = cKDTree(pts_p).query(np.argwhere(sg & ~shared) * spacing, k=1, workers=workers)[0]
+    zeros = np.zeros(2 * int(np.count_nonzero(shared)))
+    return float(np.percentile(np.concatenate((d_pg, d_gp, zeros)), 95))
 
 
 def evaluate_case(
