@@ -44,7 +44,7 @@ def assert_same_metrics(pred, gt, defective, spacing, margin_mm=10.0):
     ref = M.reference_evaluate_case(pred, gt, defective, spacing, margin_mm)
     assert fast["empty_prediction"] == ref["empty_prediction"]
     for key in ("dsc", "bdsc", "hd95"):
-        assert fast[key] == pytest.approx(ref[key], abs=1e-6, nan_ok=True), key
+        assert fast[key] == pytest.approx(ref[key], abs=1e-12, nan_ok=True), key
     # the single-metric entry points are the same code paths
     assert M.dice(pred, gt) == pytest.approx(M.reference_dice(pred, gt), abs=1e-6)
     return fast, ref
@@ -402,3 +402,161 @@ def test_boundary_dice_ties_at_10_mm_match_the_challenge_exactly(name):
     tolerant = (dist <= 10 + 1e-4)
     p, g = (pred != 0) & tolerant, (gt != 0) & tolerant
     assert 2.0 * (p & g).sum() / (p.sum() + g.sum()) != expected
+
+
+# ------------------------------------------------------------------------------------------
+# the exact 10 mm decision without scipy's whole transform
+# ------------------------------------------------------------------------------------------
+
+# 0.4 mm (the paper's grid), SkullFix-like header spacings (FOV / 512), the same read back as
+# float32 header values, and anisotropic CT grids
+TIE_SPACINGS = [
+    (0.4, 0.4, 0.4),
+    (0.390625, 0.390625, 0.390625),
+    (0.44921875, 0.44921875, 0.625),
+    tuple(float(np.float32(s)) for s in (0.4, 0.4, 0.4)),
+    tuple(float(np.float32(s)) for s in (0.4296875, 0.4296875, 1.25)),
+    (0.8, 1.3, 2.1),
+]
+
+
+@pytest.mark.parametrize("spacing", TIE_SPACINGS)
+def test_scipy_distance_is_bit_identical_to_scipy(spacing):
+    from scipy.ndimage import distance_transform_edt
+
+    skull = smooth_blobs(seed=21, shape=(40, 36, 30), fraction=0.05).astype(bool)
+    dist, ft = distance_transform_edt(~skull, sampling=spacing, return_indices=True)
+    offsets = np.moveaxis(ft - np.indices(skull.shape), 0, -1)
+    mine = M._scipy_distance(offsets, np.asarray(spacing, np.float64))
+    assert np.array_equal(mine, dist)  # bit for bit, not approximately
+
+
+@pytest.mark.parametrize("spacing", TIE_SPACINGS)
+def test_shell_offsets_are_all_offsets_in_the_shell(spacing):
+    s = np.asarray(spacing, np.float64)
+    lo, hi = 9.99, 10.01
+    k, x = M._shell_offsets(s, lo, hi)
+    r = [int(hi // v) + 1 for v in s]
+    grid = np.stack(np.meshgrid(*(np.arange(-n, n + 1) for n in r), indexing="ij"), -1).reshape(-1, 3)
+    d = M._scipy_distance(grid, s)
+    expected = grid[(d >= lo) & (d <= hi)]
+    assert len(k) == len(expected) > 0
+    assert {tuple(v) for v in k} == {tuple(v) for v in expected}
+    assert np.all(np.diff(x) >= 0)
+
+
+@pytest.mark.parametrize("spacing", TIE_SPACINGS)
+def test_edt_error_is_far_below_its_bound(spacing):
+    """The fast path trusts edt's float32 distance wherever it is farther than the bound from the
+    margin; measured errors must be orders of magnitude below it."""
+    import edt
+    from scipy.ndimage import distance_transform_edt
+
+    skull = smooth_blobs(seed=22, shape=(80, 72, 64), fraction=0.03).astype(bool)
+    exact = distance_transform_edt(~skull, sampling=spacing)
+    fast = edt.edt(np.ascontiguousarray(~skull), anisotropy=spacing, black_border=False)
+    near = exact <= 25.0
+    err = np.max(np.abs(fast[near] - exact[near]))
+    extent = max(n * v for n, v in zip(skull.shape, spacing))
+    assert err < M._edt_error_bound(10.0, extent) / 100
+
+
+def _margin_ties(spacing, seed, margin):
+    """Skull = a few scattered voxels; implants = every voxel whose scipy distance is within 1e-6 mm
+    of the margin (the ties) plus a random part of the rest, so the result hinges on the tie decisions."""
+    rng = np.random.default_rng(seed)
+    shape = tuple(int(round(32 / v)) + 6 for v in spacing)
+    skull = np.zeros(shape, bool)
+    for _ in range(4):
+        skull[tuple(rng.integers(n // 3, 2 * n // 3) for n in shape)] = True
+    skull[tuple(n // 2 for n in shape)] = True
+    from scipy.ndimage import distance_transform_edt
+
+    dist = distance_transform_edt(~skull, sampling=spacing)
+    ties = np.abs(dist - margin) <= 1e-6
+    gt = ties | ((rng.random(shape) < 0.3) & (dist < 14))
+    pred = (ties & (rng.random(shape) < 0.7)) | ((rng.random(shape) < 0.3) & (dist < 14))
+    return pred.astype(np.uint8), gt.astype(np.uint8), skull.astype(np.uint8), dist
+
+
+@pytest.mark.parametrize("spacing", TIE_SPACINGS)
+@pytest.mark.parametrize("seed", [0, 1])
+def test_boundary_dice_equals_scipy_at_margin_ties(spacing, seed):
+    """The margin is set to the scipy distance of a voxel about 10 mm away along the last axis, so
+    that at every spacing some voxels lie exactly on it (and others, with the same real distance,
+    a rounding off it). Values must equal scipy's decision exactly."""
+    s = np.asarray(spacing, np.float64)
+    margin = float(M._scipy_distance(np.array([0, 0, int(round(10 / s[2]))]), s))
+    pred, gt, skull, dist = _margin_ties(spacing, seed, margin)
+    covered = (pred | gt) != 0
+    assert (covered & (dist == margin)).any()  # exact ties in the implants
+    expected = _challenge_bdsc(pred, gt, skull, spacing, margin)
+    assert M.boundary_dice(pred, gt, skull, spacing, margin) == expected
+    assert M.reference_boundary_dice(pred, gt, skull, spacing, margin) == expected
+
+
+def test_ties_on_both_sides_of_the_margin_fall_back_to_scipy(monkeypatch):
+    """A voxel whose two nearest skull voxels are both exactly 25 voxels away at 0.4 mm, one at
+    scipy distance 10.0 (in) and one at 10.000000000000002 (out): which one scipy's transform
+    picks decides, so the fast path must ask scipy's transform (on a crop) and agree with it."""
+    from scipy import ndimage
+
+    s = np.array([0.4, 0.4, 0.4])
+    assert M._scipy_distance(np.array([0, 0, 25]), s) == 10.0
+    assert M._scipy_distance(np.array([0, 7, 24]), s) > 10.0
+    shape = (61, 61, 61)
+    v = np.array([30, 20, 18])
+    skull = np.zeros(shape, np.uint8)
+    skull[tuple(v + [0, 0, 25])] = 1
+    skull[tuple(v + [0, 7, 24])] = 1
+    gt = np.zeros(shape, np.uint8)
+    gt[tuple(v)] = 1
+    gt[tuple(v + [0, 0, 5])] = 1  # 8 mm from the skull: in the band
+    pred = gt.copy()
+    pred[tuple(v)] = 0
+    calls = []
+    real = ndimage.distance_transform_edt
+    monkeypatch.setattr(ndimage, "distance_transform_edt", lambda *a, **k: calls.append(1) or real(*a, **k))
+    fast = M.boundary_dice(pred, gt, skull, s)
+    assert calls  # the fallback ran
+    monkeypatch.undo()
+    assert fast == M.reference_boundary_dice(pred, gt, skull, s) == _challenge_bdsc(pred, gt, skull, s)
+
+
+def test_ties_with_one_nearest_skull_voxel_need_no_scipy_transform(monkeypatch):
+    """One-voxel skull at 0.4 mm: every tie has a single feature, so its scipy distance alone
+    decides and scipy's transform is never run."""
+    from scipy import ndimage
+
+    defective, pred, gt = next((d, p, g) for n, d, p, g in _tie_cases() if n == "point")
+    expected = _challenge_bdsc(pred, gt, defective, (0.4, 0.4, 0.4))
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("scipy's transform was run")
+
+    monkeypatch.setattr(ndimage, "distance_transform_edt", refuse)
+    assert M.boundary_dice(pred, gt, defective, (0.4, 0.4, 0.4)) == expected
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, bool, np.int8, np.uint16, np.float32])
+def test_bbox_of_every_type_matches_argwhere(dtype):
+    rng = np.random.default_rng(4)
+    for trial in range(4):
+        a = np.zeros((17, 23, 19), dtype)
+        pts = rng.integers(0, (17, 23, 19), size=(trial + 1, 3))
+        a[tuple(pts.T)] = -1 if dtype in (np.int8, np.float32) else 1  # negative values count too
+        nz = np.argwhere(a)
+        expected = tuple((int(lo), int(hi) + 1) for lo, hi in zip(nz.min(0), nz.max(0)))
+        assert M._bbox(a) == expected
+        assert M._bbox(np.asfortranarray(a)) == expected  # the generic path
+    assert M._bbox(np.zeros((4, 5, 6), dtype)) is None
+
+
+@pytest.mark.parametrize("spacing", [(0.4, 0.4, 0.4), (0.8, 1.3, 2.1)])
+def test_margin_zero_keeps_only_voxels_on_the_skull(spacing):
+    pred, gt = perturbed(seed=8, amount=0.2)
+    defective = smooth_blobs(seed=9, fraction=0.2)  # overlaps both implants
+    fast = M.boundary_dice(pred, gt, defective, spacing, 0.0)
+    d = defective != 0
+    p, g = (pred != 0) & d, (gt != 0) & d
+    assert fast == 2.0 * (p & g).sum() / (p.sum() + g.sum()) == M.reference_boundary_dice(pred, gt, defective, spacing, 0.0)
