@@ -13,6 +13,7 @@ grid, or ``--cases`` preprocessed files). Every line names the card.
     python bench/gpu.py                                  # the paper settings on the GPU
     python bench/gpu.py --device cpu --grid 32 --loader-grid 256 --networks mae unet
     python bench/gpu.py --device cpu --grid 32 --repeats 1 --warmup 1 --loader-cases 2 --num-workers 0
+    python bench/gpu.py --host-only --grid 256                  # the host's share of inference, no GPU
 
 Per network, each in its own process under ``--network-timeout`` seconds and all of them within
 ``--budget`` (default 75 s and 420 s: the whole check stays under 8 minutes; an out-of-memory, a
@@ -291,6 +292,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--loader-cases", type=int, default=16, help="cases per loader epoch")
     ap.add_argument("--network-timeout", type=float, default=75, help="seconds per network (own process)")
     ap.add_argument("--budget", type=float, default=420, help="seconds for all networks together")
+    ap.add_argument("--host-only", action="store_true", help="only the host's share of inference at --grid")
+    ap.add_argument("--host-repeats", type=int, default=5)
     ap.add_argument("--child", default=None, help=argparse.SUPPRESS)
     ap.add_argument("--cases", type=Path, default=None,
                     help="preprocessed folder with healthy/ and cases/ to load instead of synthetic cases")
@@ -336,6 +339,8 @@ def main(argv: list[str] | None = None) -> int:
                                                       float(cfg["postprocess"]["threshold"]))
         print(json.dumps(r), flush=True)
         return 0
+    if args.host_only:  # the host's share alone: no network, any machine
+        chosen = []
 
     # Each network in its own process under its own time limit, the whole set within --budget: an
     # out-of-memory, a crash or a hang is that network's row, and the others still run.
@@ -371,10 +376,12 @@ def main(argv: list[str] | None = None) -> int:
         say(f"{name:<14} inference forward {forward[name] * 1000:9.1f} ms per case{note}")
         if "infer_uint8_s" in r:
             say(f"{name:<14} inference, threshold on the device, uint8 back {r['infer_uint8_s'] * 1000:9.1f} ms per case{note}")
-    h = host_share(grid)
+    h = host_share(grid, repeats=args.host_repeats)
     say(f"host share per case at {grid}^3: input float32 {h['input_float32_s'] * 1000:.1f} ms vs uint8 "
         f"{h['input_uint8_s'] * 1000:.1f} ms; threshold on the host {h['threshold_host_s'] * 1000:.1f} ms; "
         f"result copy float32 {h['copy_float32_s'] * 1000:.1f} ms vs uint8 {h['copy_uint8_s'] * 1000:.1f} ms")
+    if args.host_only:
+        return 0
 
     with tempfile.TemporaryDirectory() as tmp:
         folder = args.cases or Path(tmp)
