@@ -367,7 +367,7 @@ def main(argv: list[str] | None = None) -> int:
             say(f"{name:<14} step: FAILED at {grid}^3 ({r['failed']})")
             continue
         steps[name] = r
-        flag = "" if not r["peak_gib"] > 40 else "  ** over 40 GB: does not fit an A100-40GB **"
+        flag = "" if not r["peak_gib"] > 40e9 / 2**30 else "  ** over 40 GB (37.3 GiB): does not fit an A100-40GB **"
         say(f"{name:<14} step {r['step_s'] * 1000:9.1f} ms (median of {args.repeats}, batch {r['batch']}, "
             f"bf16 {'on' if r['bf16'] else 'off'}), peak memory {r['peak_gib']:.2f} GiB, "
             f"{r['params'] / 1e6:.1f} M parameters, loss finite {r['finite']}{flag}")
