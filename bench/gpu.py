@@ -13,10 +13,17 @@ grid, or ``--cases`` preprocessed files). Every line names the card.
     python bench/gpu.py                                  # the paper settings on the GPU
     python bench/gpu.py --device cpu --grid 32 --loader-grid 256 --networks mae unet
     python bench/gpu.py --device cpu --grid 32 --repeats 1 --warmup 1 --loader-cases 2 --num-workers 0
+    python bench/gpu.py --host-only --grid 256                  # the host's share of inference, no GPU
 
-Per network: median seconds per step over ``--repeats`` after ``--warmup`` (synchronised), peak
-GPU memory (``max_memory_allocated``; a network over 40 GB is flagged, as the smaller A100 has
-40 GB). Projection per training (rule ``train_mae`` x 2 variants, ``train_baseline`` x methods x
+Per network, each in its own process under ``--network-timeout`` seconds and all of them within
+``--budget`` (default 75 s and 420 s: the whole check stays under 8 minutes; an out-of-memory, a
+crash or a time limit is that network's row and the next one still runs): median seconds per step
+over ``--repeats`` after ``--warmup`` (synchronised), peak GPU memory (``max_memory_allocated``; a
+network over 40 GB is flagged, as the smaller A100 has 40 GB), the forward pass as
+:func:`skullrecon.infer.predict` runs it, and for the MAE the whole inference with the threshold
+on the device and the uint8 result copied back (the paper: under 100 ms). The host's share of
+inference at the grid (float32 vs uint8 input, threshold on the host, float32 vs uint8 result
+copy) is timed without a network. Expected memory per network: bench/memory.py (docs/memory.md). Projection per training (rule ``train_mae`` x 2 variants, ``train_baseline`` x methods x
 datasets): epochs x (training cases x max(step time, 1 / loader rate) + validation cases x
 forward time), in GPU hours, and the attempts that needs at the profile's runtime limit.
 """
@@ -24,10 +31,12 @@ forward time), in GPU hours, and the attempts that needs at the profile's runtim
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import platform
 import re
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -128,6 +137,53 @@ def time_forward(arch: str, network: dict, grid: int, device: torch.device, warm
         if i >= warmup:
             times.append(time.perf_counter() - t)
     return statistics.median(times)
+
+
+@torch.no_grad()
+def time_infer_uint8(arch: str, network: dict, grid: int, device: torch.device, warmup: int, repeats: int,
+                     threshold: float = 0.5) -> float:
+    """Median seconds of one case from the uint8 grid on the host to the thresholded uint8 grid back
+    on the host, the threshold done on the device: the copy back is a quarter of float32's."""
+    from skullrecon.models import build_network
+
+    torch.manual_seed(0)
+    net = build_network(arch, network, grid).to(device).eval()
+    x = (np.random.default_rng(0).random((grid,) * 3) < 0.1).astype(np.uint8)
+    times = []
+    for i in range(warmup + repeats):
+        _sync(device)
+        t = time.perf_counter()
+        xt = torch.from_numpy(x).to(device)[None, None].float()  # uint8 over the bus, float on the device
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+            logits = net(xt)
+        (torch.sigmoid(logits.float()) >= threshold)[0, 0].to(torch.uint8).cpu().numpy()
+        if i >= warmup:
+            times.append(time.perf_counter() - t)
+    return statistics.median(times)
+
+
+def host_share(grid: int, repeats: int = 5, threshold: float = 0.5) -> dict:
+    """Seconds of the host's part of one case's inference at ``grid``^3 (no network): the input made
+    float32 on the host (as :func:`skullrecon.infer.predict` does) vs uint8 handed as it is, and a
+    float32 probability map thresholded to uint8 on the host vs a uint8 result only copied."""
+    rng = np.random.default_rng(0)
+    x = (rng.random((grid,) * 3) < 0.1).astype(np.uint8)
+    prob = torch.from_numpy(rng.random((grid,) * 3, dtype=np.float32))
+    mask = (prob >= threshold).to(torch.uint8)
+
+    def med(fn):
+        ts = []
+        for _ in range(repeats + 1):
+            t = time.perf_counter()
+            fn()
+            ts.append(time.perf_counter() - t)
+        return statistics.median(ts[1:])
+
+    return {"input_float32_s": med(lambda: torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)).clone()),
+            "input_uint8_s": med(lambda: torch.from_numpy(x).clone()),
+            "threshold_host_s": med(lambda: (prob >= threshold).to(torch.uint8).numpy()),
+            "copy_float32_s": med(lambda: prob.clone().numpy()),
+            "copy_uint8_s": med(lambda: mask.clone().numpy())}
 
 
 def _loader_cases(folder: Path, grid: int, n: int) -> list[Path]:
@@ -235,6 +291,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--repeats", type=int, default=10)
     ap.add_argument("--num-workers", type=int, default=None, help="loader workers (default: the config's)")
     ap.add_argument("--loader-cases", type=int, default=16, help="cases per loader epoch")
+    ap.add_argument("--network-timeout", type=float, default=75, help="seconds per network (own process)")
+    ap.add_argument("--budget", type=float, default=420, help="seconds for all networks together")
+    ap.add_argument("--host-only", action="store_true", help="only the host's share of inference at --grid")
+    ap.add_argument("--host-repeats", type=int, default=5)
+    ap.add_argument("--child", default=None, help=argparse.SUPPRESS)
     ap.add_argument("--cases", type=Path, default=None,
                     help="preprocessed folder with healthy/ and cases/ to load instead of synthetic cases")
     args = ap.parse_args(argv)
@@ -263,26 +324,65 @@ def main(argv: list[str] | None = None) -> int:
         print(f"[{card}] {text}", flush=True)
 
     say(f"torch {torch.__version__}, grid {grid}^3, loader grid {loader_grid}^3, config {args.config.name}")
-    steps, forward = {}, {}
-    for name in chosen:
-        arch, network, train = archs[name]
+    if args.child:  # one network in this process: its numbers as one JSON line for the parent
+        arch, network, train = archs[args.child]
         try:
             r = time_steps(arch, network, train, grid, device, args.warmup, args.repeats,
-                           cfg["mae"].get("loss") if name == "mae" else None)
+                           cfg["mae"].get("loss") if args.child == "mae" else None)
         except torch.cuda.OutOfMemoryError:
-            say(f"{name:<14} step: OUT OF MEMORY at {grid}^3, batch {train['batch_size']}")
-            continue
+            r = {"oom": True}
         except (RuntimeError, ValueError) as err:  # e.g. UNETR below 64^3: 1-voxel feature maps
-            say(f"{name:<14} step: FAILED at {grid}^3 ({type(err).__name__}: {str(err).splitlines()[0][:120]})")
+            r = {"failed": f"{type(err).__name__}: {str(err).splitlines()[0][:120]}"}
+        if "step_s" in r:
+            r["forward_s"] = time_forward(arch, network, grid, device, args.warmup, args.repeats)
+            if args.child == "mae":
+                r["infer_uint8_s"] = time_infer_uint8(arch, network, grid, device, args.warmup, args.repeats,
+                                                      float(cfg["postprocess"]["threshold"]))
+        print(json.dumps(r), flush=True)
+        return 0
+    if args.host_only:  # the host's share alone: no network, any machine
+        chosen = []
+
+    # Each network in its own process under its own time limit, the whole set within --budget: an
+    # out-of-memory, a crash or a hang is that network's row, and the others still run.
+    steps, forward = {}, {}
+    start = time.monotonic()
+    for name in chosen:
+        limit = min(args.network_timeout, args.budget - (time.monotonic() - start))
+        if limit < 5:
+            say(f"{name:<14} step: NOT RUN (the {args.budget:.0f} s budget is spent)")
+            continue
+        cmd = [sys.executable, __file__, "--child", name, "--config", str(args.config), "--device", str(device),
+               "--grid", str(grid), "--warmup", str(args.warmup), "--repeats", str(args.repeats)]
+        try:
+            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=limit)
+            lines = proc.stdout.strip().splitlines()
+            r = json.loads(lines[-1]) if proc.returncode == 0 and lines else {
+                "failed": f"exit {proc.returncode}: {(proc.stderr.strip().splitlines() or ['no output'])[-1][:160]}"}
+        except subprocess.TimeoutExpired:
+            r = {"failed": f"TIMEOUT after {limit:.0f} s"}
+        if r.get("oom"):
+            say(f"{name:<14} step: OUT OF MEMORY at {grid}^3, batch {archs[name][2]['batch_size']}")
+            continue
+        if "failed" in r:
+            say(f"{name:<14} step: FAILED at {grid}^3 ({r['failed']})")
             continue
         steps[name] = r
-        flag = "" if not r["peak_gib"] > 40 else "  ** over 40 GB: does not fit an A100-40GB **"
+        flag = "" if not r["peak_gib"] > 40e9 / 2**30 else "  ** over 40 GB (37.3 GiB): does not fit an A100-40GB **"
         say(f"{name:<14} step {r['step_s'] * 1000:9.1f} ms (median of {args.repeats}, batch {r['batch']}, "
             f"bf16 {'on' if r['bf16'] else 'off'}), peak memory {r['peak_gib']:.2f} GiB, "
             f"{r['params'] / 1e6:.1f} M parameters, loss finite {r['finite']}{flag}")
-        forward[name] = time_forward(arch, network, grid, device, args.warmup, args.repeats)
+        forward[name] = r["forward_s"]
         note = "  (paper: < 100 ms)" if name == "mae" else ""
         say(f"{name:<14} inference forward {forward[name] * 1000:9.1f} ms per case{note}")
+        if "infer_uint8_s" in r:
+            say(f"{name:<14} inference, threshold on the device, uint8 back {r['infer_uint8_s'] * 1000:9.1f} ms per case{note}")
+    h = host_share(grid, repeats=args.host_repeats)
+    say(f"host share per case at {grid}^3: input float32 {h['input_float32_s'] * 1000:.1f} ms vs uint8 "
+        f"{h['input_uint8_s'] * 1000:.1f} ms; threshold on the host {h['threshold_host_s'] * 1000:.1f} ms; "
+        f"result copy float32 {h['copy_float32_s'] * 1000:.1f} ms vs uint8 {h['copy_uint8_s'] * 1000:.1f} ms")
+    if args.host_only:
+        return 0
 
     with tempfile.TemporaryDirectory() as tmp:
         folder = args.cases or Path(tmp)

@@ -43,6 +43,42 @@ def test_gpu_check_runs_on_the_cpu_at_a_tiny_grid():
     assert "NOT the paper grid" in text
 
 
+def test_each_network_runs_in_its_own_process_and_a_failure_is_a_row(tmp_path):
+    """A network that cannot be built (here a bad argument; on a GPU an out-of-memory) is reported
+    as its row, and the next network is still measured, with the MAE's device-threshold inference."""
+    cfg = yaml.safe_load((REPO / "config.yaml").read_text())
+    cfg["baselines"]["networks"]["segresnet"] = {"not_an_argument": 1}
+    (tmp_path / "run.yaml").write_text(yaml.safe_dump(cfg))
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO / "src"), os.environ.get("PYTHONPATH", "")])}
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "bench" / "gpu.py"), "--config", str(tmp_path / "run.yaml"), "--device", "cpu",
+         "--grid", "32", "--networks", "segresnet", "mae", "--warmup", "0", "--repeats", "1", "--loader-cases", "2",
+         "--num-workers", "0"],
+        capture_output=True, text=True, timeout=600, env=env,
+    )
+    assert proc.returncode == 0, proc.stderr
+    text = proc.stdout
+    assert re.search(r"segresnet +step: FAILED at 32\^3 \(exit 1: TypeError: .*not_an_argument", text), text
+    assert re.search(r"mae +step +[\d.]+ ms .* loss finite True", text), text
+    assert re.search(r"mae +inference, threshold on the device, uint8 back +[\d.]+ ms per case", text), text
+    assert re.search(r"host share per case at 32\^3: input float32 [\d.]+ ms vs uint8", text), text
+    assert "segresnet_skullbreak" not in text  # no projection without a measurement
+
+
+def test_the_network_budget_bounds_the_run():
+    """A child gets at most what is left of the budget (here 8 s, far less than 13
+    steps at 64^3 take on a CPU: a TIMEOUT row), and past the budget a network is not started but reported."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO / "src"), os.environ.get("PYTHONPATH", "")])}
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "bench" / "gpu.py"), "--device", "cpu", "--grid", "64", "--networks", "mae",
+         "unet", "--budget", "8", "--loader-cases", "2", "--num-workers", "0"],
+        capture_output=True, text=True, timeout=600, env=env,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert re.search(r"mae +step: FAILED at 64\^3 \(TIMEOUT after 8 s\)", proc.stdout), proc.stdout
+    assert re.search(r"unet +step: NOT RUN \(the 8 s budget is spent\)", proc.stdout), proc.stdout
+
+
 def test_every_training_of_the_paper_run_is_projected():
     from gpu import trainings
 
