@@ -26,6 +26,8 @@ def pins(path):
     return out
 
 lock, new = pins("requirements.lock"), pins(sys.argv[1])
+for tool in ("pip", "setuptools"):  # the venv's own installers: pip freeze leaves them out
+    lock.pop(tool, None), new.pop(tool, None)
 moved = sorted(k for k in lock.keys() | new.keys() if lock.get(k) != new.get(k))
 for k in moved:
     print(f"  {k}: {lock.get(k, '(absent)')} -> {new.get(k, '(absent)')}")
