@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -285,3 +286,29 @@ def test_report_holds_tables_figures_curves_metrics_and_provenance(workflow_run,
     html = next(zipfile.ZipFile(tmp_path / "report.zip").read(n) for n in names if n.endswith("report.html"))
     for category in (b"Table I", b"Figures", b"Per-case metrics", b"Run", b"skullbreak", b"skullfix"):
         assert category in html, category
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("dataset,method", [("skullfix", "mae_d"), ("skullbreak", "unet"),
+                                            ("skullfix_generalisation", "segresnet")])
+def test_evaluate_and_release_reproduce_the_runs_metrics(workflow_run, tmp_path, dataset, method):
+    """`skullrecon evaluate` of a run's model on its test cases writes the run's per-case metrics exactly,
+    and `skullrecon release` puts the run's Table I row into the card."""
+    from skullrecon.evaluate import evaluate_model
+    from skullrecon.release import release_from_run
+
+    source = dataset.removesuffix("_generalisation")
+    model = workflow_run / "models" / (f"{method}.pt" if method.startswith("mae_") else f"{method}_{source}.pt")
+    cases = pd.read_csv(workflow_run / "preprocessed" / dataset / "test" / "cases.tsv", sep="\t", dtype=str)
+    split = next(p.parent for p in Path(cases.defective[0]).parents if p.name == "defective_skull")
+    table = evaluate_model(model, None, split, ids=sorted(set(cases.case_id)), workers=2, progress=False)
+    run = pd.read_csv(workflow_run / "metrics" / dataset / f"{method}.csv", dtype={"case": str, "defect_type": str})
+    run["defect_type"] = run["defect_type"].fillna("")
+    pd.testing.assert_frame_equal(table, run.drop(columns="scored_on"), check_exact=True)
+    if dataset == "skullfix_generalisation":
+        return
+    card = json.loads(release_from_run(workflow_run, method, dataset=dataset, out=tmp_path).read_text())
+    row = pd.read_csv(workflow_run / "table1.csv").set_index(["dataset", "method"]).loc[(dataset, method)]
+    assert card["metrics"]["test"]["dsc_mean"] == pytest.approx(row["dsc_mean"], abs=1e-4)  # table1 rounds
+    assert card["sha256"] == hashlib.sha256(model.read_bytes()).hexdigest()
+    assert card["training"]["commit"] == json.loads((workflow_run / "env.json").read_text())["git_commit"]

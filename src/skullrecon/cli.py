@@ -1,6 +1,9 @@
 """The ``skullrecon`` command line: single-case use outside the workflow.
 
-    skullrecon reconstruct DEFECTIVE --model M --out DIR   # implant volume + STL for one skull
+    skullrecon reconstruct DEFECTIVE --out DIR [--model M]  # implant volume + STL (released MAE (D) by default)
+    skullrecon models                                       # the released models and their cards' numbers
+    skullrecon evaluate --model M --data SPLIT --out CSV    # a model scored on any dataset, per case
+    skullrecon release RUN --method mae_d                   # a finished run's model into models/, with its card
     skullrecon metrics --pred P --gt G --defective D       # DSC, boundary DSC, HD95 as JSON
     skullrecon synthetic OUT --dataset skullbreak           # a synthetic dataset in the real layout
     skullrecon download skullfix --dest data                # published archives, verified and extracted
@@ -24,12 +27,53 @@ __all__ = ["main"]
 
 def _reconstruct(args: argparse.Namespace) -> int:
     from skullrecon.infer import reconstruct_file
+    from skullrecon.release import resolve_model
 
-    result = reconstruct_file(args.defective, args.model, args.out, device=args.device, stl=not args.no_stl)
+    model, sha256 = resolve_model(args.model)
+    result = reconstruct_file(args.defective, model, args.out, device=args.device, stl=not args.no_stl, sha256=sha256)
     print(json.dumps(result, indent=2))
     for warning in result["warnings"]:  # empty implant, or a skull with nothing to fill
         print(f"warning: {warning}", file=sys.stderr)
     return 3 if result["warnings"] else 0
+
+
+def _models(args: argparse.Namespace) -> int:
+    from skullrecon.release import headline, models_dir, released
+
+    cards = released()
+    if args.json:
+        print(json.dumps([headline(c) for c in cards], indent=2))
+        return 0
+    if not cards:
+        print(f"no released models in {models_dir()}")
+        return 0
+    print(f"{'name':<12} {'method':<14} {'grid':>4} {'test DSC':>9} {'HD95 mm':>8} {'new defects':>11} {'MB':>6}  sha256")
+    for h in map(headline, cards):
+        print(f"{h['name']:<12} {h['method']:<14} {h['grid']:>4} {h['test_dsc']:>9.3f} {h['test_hd95']:>8.2f} "
+              f"{h['generalisation_dsc'] if h['generalisation_dsc'] is not None else float('nan'):>11.3f} "
+              f"{h['size_mb']:>6.2f}  {h['sha256']}")
+    print(f"(cards: {models_dir()}/<name>.md; test DSC on {cards[0]['metrics']['test']['cases']} test skulls)")
+    return 0
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from skullrecon.evaluate import evaluate_model, summary_rows
+    from skullrecon.release import resolve_model
+
+    model, sha256 = resolve_model(args.model)
+    table = evaluate_model(model, sha256, args.data, ids=args.ids, out_csv=args.out, workers=args.workers,
+                           device=args.device, margin_mm=args.margin_mm, progress=not args.quiet)
+    print(json.dumps({"model": str(model), "per_case": str(args.out), **summary_rows(table)}, indent=2))
+    return 0
+
+
+def _release(args: argparse.Namespace) -> int:
+    from skullrecon.release import release_from_run
+
+    card = release_from_run(args.run, args.method, name=args.name, dataset=args.dataset, out=args.out,
+                            epochs_chosen=args.epochs_chosen)
+    print(card)
+    return 0
 
 
 def _metrics(args: argparse.Namespace) -> int:
@@ -72,11 +116,37 @@ def build_parser() -> argparse.ArgumentParser:
 
     rec = sub.add_parser("reconstruct", help="implant volume and STL mesh for one defective skull")
     rec.add_argument("defective", type=Path, help="defective skull, NRRD or NIfTI, binary")
-    rec.add_argument("--model", type=Path, required=True, help="a model file written by the pipeline")
+    rec.add_argument("--model", help="a released model's name (skullrecon models) or a model file written by the "
+                     "pipeline (results/<run>/models/<method>.pt); default: the released MAE (D)")
     rec.add_argument("--out", type=Path, required=True, help="output folder")
     rec.add_argument("--device", default="auto", help="auto (GPU if present), cpu or cuda")
     rec.add_argument("--no-stl", action="store_true", help="skip the STL mesh")
     rec.set_defaults(func=_reconstruct)
+
+    mod = sub.add_parser("models", help="the released models (models/) with their cards' headline numbers")
+    mod.add_argument("--json", action="store_true", help="as JSON")
+    mod.set_defaults(func=_models)
+
+    ev = sub.add_parser("evaluate", help="score a model on a dataset: per-case DSC, boundary DSC, HD95 as CSV")
+    ev.add_argument("--model", required=True, help="a released model's name or a model file")
+    ev.add_argument("--data", type=Path, required=True,
+                    help="a split folder of the SkullBreak/SkullFix layout (defective_skull/, implant/)")
+    ev.add_argument("--ids", nargs="+", help="only these case ids (e.g. 000 004); default all")
+    ev.add_argument("--out", type=Path, required=True, help="per-case CSV to write")
+    ev.add_argument("--workers", type=int, help="cases scored side by side (default: one per CPU core)")
+    ev.add_argument("--device", default="cpu", help="cpu (default), cuda or auto")
+    ev.add_argument("--margin-mm", type=float, default=10.0, help="boundary band width in mm (default 10)")
+    ev.add_argument("--quiet", action="store_true", help="no progress bar")
+    ev.set_defaults(func=_evaluate)
+
+    rel = sub.add_parser("release", help="publish a finished run's model into models/ with its model card")
+    rel.add_argument("run", type=Path, help="a finished run folder, results/<run>")
+    rel.add_argument("--method", required=True, help="mae_d, mae_nd or a baseline (unet, ...)")
+    rel.add_argument("--name", help="release name (default: the method)")
+    rel.add_argument("--dataset", default="skullfix", help="the run's dataset whose test metrics the card gives")
+    rel.add_argument("--out", type=Path, help="models folder (default: the repository's models/)")
+    rel.add_argument("--epochs-chosen", default="", help="one sentence: how the epochs were chosen")
+    rel.set_defaults(func=_release)
 
     met = sub.add_parser("metrics", help="DSC, boundary DSC and HD95 (mm) of one implant, as JSON")
     met.add_argument("--pred", type=Path, required=True, help="predicted implant")

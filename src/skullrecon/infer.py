@@ -22,7 +22,7 @@ from skullrecon.models import load_model, pick_device
 from skullrecon.postprocess import PostprocessConfig, extract_implant
 from skullrecon.preprocess import Geometry, from_grid, load_case, preprocess_volume
 
-__all__ = ["predict", "probabilities", "infer_cases", "upsample_cases", "extract_cases", "reconstruct_file"]
+__all__ = ["predict", "probabilities", "stored_probabilities", "infer_cases", "upsample_cases", "extract_cases", "reconstruct_file"]
 
 
 @torch.no_grad()
@@ -39,9 +39,15 @@ def predict(net: torch.nn.Module, grid_input: np.ndarray, device: torch.device) 
     return probabilities(net, grid_input, device).cpu().numpy()
 
 
+def stored_probabilities(prob: np.ndarray) -> np.ndarray:
+    """Probabilities as the ``infer`` rule keeps them for ``upsample`` (float16: a quarter of the disk);
+    ``skullrecon evaluate`` rounds the same way, so it scores exactly what the pipeline scores."""
+    return prob.astype(np.float16)
+
+
 def _save_prediction(path: Path, prob: np.ndarray, geom: Geometry, spec: dict) -> None:
     with atomic_path(path) as tmp, open(tmp, "wb") as fh:
-        np.savez_compressed(fh, prob=prob.astype(np.float16), geometry=np.array(geom.to_json()),
+        np.savez_compressed(fh, prob=stored_probabilities(prob), geometry=np.array(geom.to_json()),
                             task=np.array(spec["task"]))
 
 
@@ -107,7 +113,7 @@ def extract_cases(upsampled_dir: str | Path, cases_tsv: str | Path, out_dir: str
 
 
 def reconstruct_file(defective_path: str | Path, model_path: str | Path, out_dir: str | Path,
-                     device: str = "auto", stl: bool = True) -> dict[str, Any]:
+                     device: str = "auto", stl: bool = True, sha256: str | None = None) -> dict[str, Any]:
     """One defective skull in, the implant (volume and STL mesh) and the reconstruction out.
 
     Uses only the model file: grid, margin, task and post-processing come from its spec.
@@ -124,7 +130,7 @@ def reconstruct_file(defective_path: str | Path, model_path: str | Path, out_dir
     defective = read_volume(defective_path)
     if not defective.array.any():
         raise ValueError(f"{defective_path}: the defective skull is empty (no voxel is 1)")
-    net, spec = load_model(model_path, dev, need_postprocess=True)
+    net, spec = load_model(model_path, dev, need_postprocess=True, sha256=sha256)  # sha256: a released model's card
     timings["load"] = time.perf_counter() - t
 
     t = time.perf_counter()

@@ -9,6 +9,8 @@ retrains a network. Files are read with ``weights_only=True``.
 
 from __future__ import annotations
 
+import hashlib
+import io
 import os
 import platform
 from pathlib import Path
@@ -69,11 +71,17 @@ def save_model(path: str | os.PathLike, net: nn.Module, spec: dict[str, Any]) ->
     return Path(path)
 
 
-def _read(path: Path) -> dict[str, Any]:
+def _read(path: Path, sha256: str | None = None) -> dict[str, Any]:
     if not path.is_file():
         raise FileNotFoundError(f"{path}: model file not found")
+    data = path.read_bytes()  # read once: hashed and loaded from the same bytes
+    if sha256 is not None:
+        got = hashlib.sha256(data).hexdigest()
+        if got != sha256:
+            raise ValueError(f"{path}: SHA-256 {got[:16]}... is not the {sha256[:16]}... its model card gives; "
+                             "the file was altered or damaged, refusing to load it")
     try:
-        blob = torch.load(path, map_location="cpu", weights_only=True)
+        blob = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except Exception as err:  # noqa: BLE001
         raise ValueError(f"{path}: not a readable skullrecon model file ({err})") from err
     if not isinstance(blob, dict) or blob.get("format") != "skullrecon-model/1":
@@ -97,14 +105,15 @@ def bundle_model(network_path: str | os.PathLike, postprocess: dict[str, Any], o
 
 
 def load_model(path: str | os.PathLike, device: str | torch.device = "cpu",
-               need_postprocess: bool = False) -> tuple[nn.Module, dict[str, Any]]:
+               need_postprocess: bool = False, sha256: str | None = None) -> tuple[nn.Module, dict[str, Any]]:
     """Rebuild the network from a model file alone; returns ``(network in eval mode, spec)``.
 
     A trained network file (``networks/``) has no post-processing settings; reconstruction needs
-    them (``need_postprocess``), so it takes a bundled ``models/`` file.
+    them (``need_postprocess``), so it takes a bundled ``models/`` file. With ``sha256`` (a released
+    model's card) a file whose bytes differ is refused before it is unpickled.
     """
     path = Path(path)
-    blob = _read(path)
+    blob = _read(path, sha256)
     spec = blob.get("spec")
     validate_spec(spec, path, need_postprocess)
     if not isinstance(blob.get("state_dict"), dict):

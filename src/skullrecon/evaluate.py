@@ -1,0 +1,119 @@
+"""Score one model file on any dataset in the SkullBreak/SkullFix layout (``skullrecon evaluate``).
+
+Each case goes the pipeline's way, through the pipeline's functions: ``preprocess_volume`` ->
+the network (:func:`~skullrecon.infer.predict`, probabilities kept as the ``infer`` rule keeps them)
+-> :func:`~skullrecon.preprocess.from_grid` -> :func:`~skullrecon.postprocess.extract_implant` ->
+:func:`~skullrecon.metrics.evaluate_case`. Same model, same cases: the same per-case numbers as the
+run's ``metrics/<dataset>/<method>.csv``. Cases are scored in worker processes, each loading the
+model once.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import pandas as pd
+
+from skullrecon.datasets import Case, DatasetError, Layout, list_cases
+
+__all__ = ["cases_of", "evaluate_model", "summary_rows"]
+
+_WORKER: dict[str, Any] = {}
+
+
+def cases_of(data: str | Path, ids: Sequence[str] | None = None) -> list[Case]:
+    """The cases of one split folder (``defective_skull/``, ``implant/``; SkullBreak's defect-type
+    subfolders found by themselves), optionally only ``ids``, each with its ground-truth implant."""
+    data = Path(data)
+    defective = data / "defective_skull"
+    if not defective.is_dir():
+        raise DatasetError(f"{defective}: folder not found; --data is a split folder of the SkullBreak/SkullFix "
+                           "layout (defective_skull/, implant/), e.g. <SkullFix>/training_set")
+    types = tuple(sorted(p.name for p in defective.iterdir() if p.is_dir() and any(p.glob("*.nrrd")))) or None
+    wanted = tuple(f"{int(i):03d}" if str(i).isdigit() else str(i) for i in ids) if ids else None
+    layout = Layout(train=data.name, test=data.name, types=types, test_ids=wanted)
+    cases = list_cases(data.parent, layout, "test")
+    for case in cases:
+        if case.implant is None:
+            raise DatasetError(f"{data / 'implant'}: no ground-truth implant for case {case.name}")
+    return cases
+
+
+def _init(model: str, sha256: str | None, device: str, threads: int) -> None:
+    import torch
+
+    from skullrecon.models import load_model, pick_device
+
+    torch.set_num_threads(threads)
+    dev = pick_device(device)
+    net, spec = load_model(model, dev, need_postprocess=True, sha256=sha256)
+    _WORKER.update(net=net, spec=spec, device=dev)
+
+
+def _score(case: Case, margin_mm: float) -> dict[str, Any]:
+    from skullrecon.infer import predict, stored_probabilities
+    from skullrecon.io import read_volume, same_grid
+    from skullrecon.metrics import evaluate_case
+    from skullrecon.postprocess import PostprocessConfig, extract_implant
+    from skullrecon.preprocess import from_grid, preprocess_volume
+
+    net, spec, dev = _WORKER["net"], _WORKER["spec"], _WORKER["device"]
+    post = PostprocessConfig.from_dict(spec["postprocess"])
+    defective, gt = read_volume(case.defective), read_volume(case.implant)
+    differs = "shape" if defective.shape != gt.shape else same_grid(defective, gt)
+    if differs:
+        raise ValueError(f"{case.implant}: not on the grid of {case.defective} ({differs})")
+    grid_input, geom = preprocess_volume(defective.array, defective.spacing, spec["grid"], spec["margin"])
+    prob = stored_probabilities(predict(net, grid_input, dev)).astype(np.float32)
+    prediction = from_grid(prob, geom, post.threshold)
+    implant = extract_implant(prediction, defective.array, defective.spacing, spec["task"], post)
+    result = evaluate_case(implant, gt.array, defective.array, gt.spacing, margin_mm)
+    return {"case": case.name, "defect_type": case.defect_type or "", **result}
+
+
+def evaluate_model(model: str | Path, sha256: str | None, data: str | Path, ids: Sequence[str] | None = None,
+                   out_csv: str | Path | None = None, workers: int | None = None, device: str = "cpu",
+                   margin_mm: float = 10.0, progress: bool = True) -> pd.DataFrame:
+    """Per-case DSC, boundary DSC and HD95 of ``model`` on ``data`` (a split folder), in case order.
+
+    Written to ``out_csv`` (columns as the pipeline's per-case metrics) when given.
+    """
+    from tqdm import tqdm
+
+    cases = cases_of(data, ids)
+    workers = max(1, min(workers or os.cpu_count() or 1, len(cases)))
+    threads = max(1, (os.cpu_count() or 1) // workers)
+    _init(str(model), sha256, device, threads)  # here first: a bad or altered model fails before any worker
+    rows: list[dict[str, Any]] = []
+    bar = tqdm(total=len(cases), unit="case", desc=f"evaluate {Path(model).name}", disable=not progress)
+    if workers == 1:
+        for case in cases:
+            rows.append(_score(case, margin_mm))
+            bar.update()
+    else:
+        spawn = multiprocessing.get_context("spawn")  # forking a process whose torch runs threads can hang
+        with ProcessPoolExecutor(workers, mp_context=spawn, initializer=_init,
+                                 initargs=(str(model), sha256, device, threads)) as pool:
+            for row in pool.map(_score, cases, [margin_mm] * len(cases)):
+                rows.append(row)
+                bar.update()
+    bar.close()
+    table = pd.DataFrame(rows)
+    if out_csv is not None:
+        Path(out_csv).parent.mkdir(parents=True, exist_ok=True)
+        table.to_csv(out_csv, index=False)
+    return table
+
+
+def summary_rows(table: pd.DataFrame) -> dict[str, Any]:
+    """Mean and median of each metric (an empty prediction counts DSC 0; its undefined HD95 is left out)."""
+    out: dict[str, Any] = {"cases": len(table), "failed": int(table["empty_prediction"].astype(bool).sum())}
+    for metric in ("dsc", "bdsc", "hd95"):
+        values = table[metric].dropna()
+        out[f"{metric}_mean"], out[f"{metric}_median"] = float(values.mean()), float(values.median())
+    return out

@@ -1,0 +1,222 @@
+"""Released models: trained model files shipped in the repository, each with a model card.
+
+A release is three files in the models folder (``models/`` at the repository root, or
+``SKULLRECON_MODELS``):
+
+    <name>.pt     the pipeline's deliverable model file (network + post-processing), unchanged
+    <name>.json   its card for code: data, licence, config, commit, epochs, metrics, size, SHA-256
+    <name>.md     the same card for people
+
+:func:`release_from_run` makes all three from a finished run folder, so a 256^3 cluster run
+publishes its models the same way as the CPU run. :func:`resolve_model` turns a released name or
+a path into a file and the SHA-256 its card promises; :func:`~skullrecon.models.load_model`
+refuses the file when its bytes do not match.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+__all__ = ["DEFAULT_MODEL", "CARD_FORMAT", "models_dir", "released", "resolve_model", "sha256_of",
+           "release_from_run", "headline"]
+
+#: What ``skullrecon reconstruct`` uses without ``--model``.
+DEFAULT_MODEL = "mae_d"
+CARD_FORMAT = "skullrecon-model-card/1"
+
+DATA_LICENCE = (
+    "The networks were trained on SkullFix (AutoImplant 2020, Li et al.), published under CC BY-NC-SA 4.0. "
+    "Weights learned from that data are treated as adapted material: use them for non-commercial purposes "
+    "only, credit the dataset, and share anything built from them under the same licence. They are not a "
+    "medical device."
+)
+
+
+def models_dir() -> Path:
+    """The released models' folder: ``SKULLRECON_MODELS`` or ``models/`` of the source tree."""
+    env = os.environ.get("SKULLRECON_MODELS")
+    return Path(env) if env else Path(__file__).resolve().parents[2] / "models"
+
+
+def sha256_of(data: bytes | Path) -> str:
+    return hashlib.sha256(data if isinstance(data, bytes) else Path(data).read_bytes()).hexdigest()
+
+
+def _read_card(path: Path) -> dict[str, Any]:
+    try:
+        card = json.loads(path.read_text())
+    except (OSError, ValueError) as err:
+        raise ValueError(f"{path}: not a readable model card ({err})") from err
+    if not isinstance(card, dict) or card.get("format") != CARD_FORMAT or not isinstance(card.get("sha256"), str):
+        raise ValueError(f"{path}: not a skullrecon model card")
+    return card
+
+
+def released(folder: str | Path | None = None) -> list[dict[str, Any]]:
+    """Every released model's card, by name."""
+    folder = Path(folder) if folder else models_dir()
+    return [_read_card(p) for p in sorted(folder.glob("*.json"))] if folder.is_dir() else []
+
+
+def resolve_model(model: str | Path | None, folder: str | Path | None = None) -> tuple[Path, str | None]:
+    """A model file and the SHA-256 its card promises (None for a file without a card).
+
+    ``model`` is a released name (``skullrecon models`` lists them), a path to a model file, or None
+    for :data:`DEFAULT_MODEL`. A path with a card beside it (``<stem>.json``, as in the models
+    folder) is checked against that card too.
+    """
+    folder = Path(folder) if folder else models_dir()
+    name = DEFAULT_MODEL if model is None else str(model)
+    path = Path(name)
+    if not path.is_file() and (folder / f"{name}.json").is_file():
+        card = _read_card(folder / f"{name}.json")
+        return folder / card["file"], card["sha256"]
+    if path.is_file():
+        beside = path.with_suffix(".json")
+        return path, (_read_card(beside)["sha256"] if beside.is_file() else None)
+    names = [c["name"] for c in released(folder)]
+    if model is None:
+        raise FileNotFoundError(f"{folder}: no released model {name!r} here; pass --model (a model file of a "
+                                "finished run, results/<run>/models/<method>.pt)")
+    raise FileNotFoundError(f"{name}: neither a model file nor a released model (released: "
+                            f"{', '.join(names) or 'none'}; `skullrecon models` lists them)")
+
+
+def headline(card: dict[str, Any]) -> dict[str, Any]:
+    """The numbers ``skullrecon models`` shows for one card."""
+    test, gen = card["metrics"].get("test", {}), card["metrics"].get("generalisation", {})
+    return {"name": card["name"], "method": card["method"], "grid": card["grid"],
+            "test_cases": test.get("cases"), "test_dsc": test.get("dsc_mean"), "test_hd95": test.get("hd95_mean"),
+            "generalisation_dsc": gen.get("dsc_mean"), "size_mb": round(card["file_bytes"] / 1e6, 2),
+            "sha256": card["sha256"][:12]}
+
+
+def _summary(csv: Path) -> dict[str, Any]:
+    from skullrecon.evaluate import summary_rows
+
+    table = pd.read_csv(csv, dtype={"case": str})
+    out = summary_rows(table)
+    out["per_case_csv"] = f"{csv.parent.name}/{csv.name}"
+    out["scored_on"] = str(table["scored_on"].iloc[0]) if "scored_on" in table and len(table) else ""
+    return out
+
+
+def _network_file(run: Path, method: str, dataset: str) -> str:
+    return f"{method}.pt" if method.startswith("mae_") else f"{method}_{dataset}.pt"
+
+
+def _epochs(run: Path, stem: str) -> dict[str, Any]:
+    log = run / "training" / f"{stem}.csv"
+    if not log.is_file():
+        return {}
+    curve = pd.read_csv(log)
+    column = "val_restored_dsc" if "val_restored_dsc" in curve else "val_dsc"
+    return {"trained": int(curve["epoch"].max()), "last_validation": column,
+            "last_validation_value": float(curve[column].iloc[-1]),
+            "best_validation_value": float(curve[column].max()),
+            "best_validation_epoch": int(curve.loc[curve[column].idxmax(), "epoch"])}
+
+
+def release_from_run(run: str | Path, method: str, name: str | None = None, dataset: str = "skullfix",
+                     out: str | Path | None = None, epochs_chosen: str = "", trained_on: str = "") -> Path:
+    """Publish ``run``'s model for ``method`` as ``<name>.pt`` + card (JSON and Markdown) in ``out``.
+
+    Reads only the finished run folder: ``models/``, ``metrics/<dataset>[_generalisation]/<method>.csv``,
+    ``training/``, ``config.yaml`` and ``env.json`` (the commit). Returns the card's path.
+    """
+    import torch
+
+    run, out = Path(run), Path(out) if out else models_dir()
+    name = name or method
+    model_file = run / "models" / _network_file(run, method, dataset)
+    needed = [model_file, run / "config.yaml", run / "env.json", run / "metrics" / dataset / f"{method}.csv"]
+    for path in needed:
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: missing; is {run} a finished run with {method} on {dataset}?")
+    import yaml
+
+    config = yaml.safe_load((run / "config.yaml").read_text())
+    env = json.loads((run / "env.json").read_text())
+    data = model_file.read_bytes()
+    blob = torch.load(model_file, map_location="cpu", weights_only=True)
+    spec = blob["spec"]
+    metrics = {"test": _summary(run / "metrics" / dataset / f"{method}.csv")}
+    gen = run / "metrics" / f"{dataset}_generalisation" / f"{method}.csv"
+    if gen.is_file():
+        metrics["generalisation"] = _summary(gen)
+    section = config["mae"] if method.startswith("mae_") else config["baselines"]
+    card = {
+        "format": CARD_FORMAT, "name": name, "file": f"{name}.pt", "method": method, "arch": spec["arch"],
+        "task": spec["task"], "grid": spec["grid"], "margin": spec["margin"],
+        "parameters": int(sum(v.numel() for v in blob["state_dict"].values() if v.is_floating_point())),
+        "file_bytes": len(data), "sha256": sha256_of(data),
+        "training": {"run": config.get("run", run.name), "dataset": dataset, "data": trained_on or
+                     _data_note(config, dataset), "commit": env.get("git_commit"), "commit_dirty": env.get("git_dirty"),
+                     "torch": env.get("torch"), "monai": env.get("monai"), "host": env.get("host"),
+                     "test_ids": _test_ids(config, dataset), "epochs": _epochs(run, model_file.stem), "epochs_chosen": epochs_chosen,
+                     "network": spec["network"], "train": section.get("train", {}),
+                     "postprocess": spec.get("postprocess", {})},
+        "metrics": metrics, "licence": DATA_LICENCE,
+    }
+    out.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(model_file, out / card["file"])
+    (out / f"{name}.json").write_text(json.dumps(card, indent=2) + "\n")
+    (out / f"{name}.md").write_text(card_markdown(card))
+    return out / f"{name}.json"
+
+
+def _test_ids(config: dict[str, Any], dataset: str) -> list[str] | None:
+    ids = config.get("datasets", {}).get(dataset, {}).get("layout", {}).get("test_ids")
+    return [f"{int(i):03d}" for i in ids] if ids else None
+
+
+def _data_note(config: dict[str, Any], dataset: str) -> str:
+    entry = config.get("datasets", {}).get(dataset, {})
+    layout = entry.get("layout", {})
+    ids = layout.get("test_ids")
+    held = f"; test skulls {', '.join(f'{int(i):03d}' for i in ids)} held out" if ids else ""
+    where = entry.get("data_dir") or entry.get("source", "?")
+    return f"{dataset} ({where}), training folder '{layout.get('train', '?')}'{held}"
+
+
+def card_markdown(card: dict[str, Any]) -> str:
+    """The card for people: what the JSON says, in the order a user asks."""
+    t, m = card["training"], card["metrics"]
+    rows = []
+    for key, label in (("test", "test skulls"), ("generalisation", "new defects on the test skulls")):
+        if key in m:
+            s = m[key]
+            rows.append(f"| {label} ({s['cases']}) | {s['dsc_mean']:.3f} / {s['dsc_median']:.3f} | "
+                        f"{s['bdsc_mean']:.3f} / {s['bdsc_median']:.3f} | {s['hd95_mean']:.2f} / {s['hd95_median']:.2f} "
+                        f"| {s['failed']} | `{s['per_case_csv']}` |")
+    epochs = t.get("epochs", {})
+    return "\n".join([
+        f"# Model card: {card['name']}", "",
+        f"{card['method']} ({card['arch']}, task {card['task']}) on a {card['grid']}^3 grid; "
+        f"{card['parameters']:,} parameters; `{card['file']}`, {card['file_bytes']:,} bytes, "
+        f"SHA-256 `{card['sha256']}` (checked on every load).", "",
+        "## Metrics (AutoImplant conventions; mean / median)", "",
+        "| cases | DSC | boundary DSC (10 mm) | HD95 (mm) | failed | per case, in the run |", "|---|---|---|---|---|---|",
+        *rows, "",
+        "Rescore the test row: `skullrecon evaluate --model " + card["name"] + " --data <the training data's split "
+        "folder> " + (f"--ids {' '.join(t['test_ids'])} " if t.get("test_ids") else "") + "--out scores.csv`.", "",
+        "## Training", "",
+        f"- data: {t['data']}",
+        f"- run `{t['run']}` at commit `{t['commit']}`{' (uncommitted changes)' if t.get('commit_dirty') else ''}; "
+        f"torch {t.get('torch')}, MONAI {t.get('monai')}, host {t.get('host')}",
+        f"- epochs: {epochs.get('trained', '?')} trained; last validation {epochs.get('last_validation', '')} "
+        f"{epochs.get('last_validation_value', float('nan')):.3f} (best {epochs.get('best_validation_value', float('nan')):.3f} "
+        f"at epoch {epochs.get('best_validation_epoch', '?')}); the file holds the last epoch's network",
+        f"- how the epochs were chosen: {t.get('epochs_chosen') or 'the run config (see its comments)'}",
+        f"- network: `{json.dumps(t['network'])}`",
+        f"- training settings: `{json.dumps(t['train'])}`",
+        f"- post-processing: `{json.dumps(t['postprocess'])}`", "",
+        "## Licence", "", card["licence"], "",
+    ])

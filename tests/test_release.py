@@ -1,0 +1,152 @@
+"""Released models: a run's model published with its card, listed, scored again, and refused when altered.
+
+Uses the committed test model (tests/data/reconstruct-unet.pt, a tiny SkullBreak-like implant
+UNet) as a finished run's baseline model; ``skullrecon evaluate`` of it writes the run's per-case
+metrics, so the card's numbers and a later evaluation must agree exactly.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import shutil
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+import yaml
+
+from skullrecon.cli import main
+from skullrecon.evaluate import evaluate_model, summary_rows
+from skullrecon.release import release_from_run, resolve_model
+
+DATA = Path(__file__).resolve().parent / "data"
+_spec = importlib.util.spec_from_file_location("make_reconstruct_model", DATA / "make_reconstruct_model.py")
+made = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(made)
+
+
+@pytest.fixture(scope="module")
+def released(tmp_path_factory):
+    """A fake finished run holding the test model as its UNet, published into a models folder."""
+    tmp = tmp_path_factory.mktemp("release")
+    data = made.make_data(tmp / "data") / "training"  # four skulls with implants: cases for two workers
+    run = tmp / "results" / "fake"
+    (run / "models").mkdir(parents=True)
+    shutil.copyfile(made.MODEL, run / "models" / "unet_skullbreak.pt")
+    evaluate_model(made.MODEL, None, data, out_csv=run / "metrics" / "skullbreak" / "unet.csv", workers=1,
+                   progress=False)
+    per_case = pd.read_csv(run / "metrics" / "skullbreak" / "unet.csv")
+    per_case["scored_on"] = "the test folder 'training'"
+    per_case.to_csv(run / "metrics" / "skullbreak" / "unet.csv", index=False)
+    (run / "training").mkdir()
+    pd.DataFrame({"epoch": [1, 2, 3], "val_dsc": [0.1, 0.3, 0.2]}).to_csv(run / "training" / "unet_skullbreak.csv",
+                                                                         index=False)
+    config = {"run": "fake", "datasets": {"skullbreak": {"source": "data_dir", "data_dir": str(data.parent),
+                                                         "layout": {"train": "training", "test": "training"}}},
+              "baselines": {"train": {"epochs": 3, "lr": 0.03}}, "mae": {"train": {}}}
+    (run / "config.yaml").write_text(yaml.safe_dump(config))
+    (run / "env.json").write_text(json.dumps({"git_commit": "0" * 40, "git_dirty": False, "torch": torch.__version__}))
+    models = tmp / "models"
+    card_path = release_from_run(run, "unet", name="tiny", dataset="skullbreak", out=models,
+                                 epochs_chosen="three epochs, for the test")
+    return {"data": data, "run": run, "models": models, "card": json.loads(card_path.read_text()), "tmp": tmp}
+
+
+def test_card_describes_the_file_and_the_run(released):
+    card, models = released["card"], released["models"]
+    blob = (models / "tiny.pt").read_bytes()
+    assert blob == made.MODEL.read_bytes()
+    assert card["sha256"] == hashlib.sha256(blob).hexdigest() and card["file_bytes"] == len(blob)
+    state = torch.load(made.MODEL, weights_only=True)["state_dict"]
+    assert card["parameters"] == sum(v.numel() for v in state.values() if v.is_floating_point())
+    assert card["training"]["commit"] == "0" * 40 and card["training"]["train"] == {"epochs": 3, "lr": 0.03}
+    assert card["training"]["epochs"] == {"trained": 3, "last_validation": "val_dsc", "last_validation_value": 0.2,
+                                          "best_validation_value": 0.3, "best_validation_epoch": 2}
+    assert "CC BY-NC-SA" in card["licence"]
+    text = (models / "tiny.md").read_text()
+    assert card["sha256"] in text and "three epochs, for the test" in text and "CC BY-NC-SA" in text
+    per_case = pd.read_csv(released["run"] / "metrics" / "skullbreak" / "unet.csv")
+    assert card["metrics"]["test"]["cases"] == len(per_case) == 4
+    assert card["metrics"]["test"]["dsc_mean"] == pytest.approx(per_case["dsc"].mean(), abs=0)
+
+
+def test_evaluate_by_name_reproduces_the_card_exactly(released, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("SKULLRECON_MODELS", str(released["models"]))
+    out = tmp_path / "scores.csv"
+    assert main(["evaluate", "--model", "tiny", "--data", str(released["data"]), "--out", str(out), "--workers", "2",
+                 "--quiet"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    for key, value in released["card"]["metrics"]["test"].items():
+        if key in summary:
+            assert summary[key] == value, key
+    again = pd.read_csv(out, dtype={"case": str})
+    run = pd.read_csv(released["run"] / "metrics" / "skullbreak" / "unet.csv", dtype={"case": str})
+    pd.testing.assert_frame_equal(again, run.drop(columns="scored_on"))
+
+
+def test_evaluate_only_the_given_ids(released):
+    table = evaluate_model(made.MODEL, None, released["data"], ids=["1"], workers=1, progress=False)
+    assert list(table["case"]) == ["bilateral_001"]
+    assert summary_rows(table)["cases"] == 1
+
+
+def test_models_lists_the_release(released, monkeypatch, capsys):
+    monkeypatch.setenv("SKULLRECON_MODELS", str(released["models"]))
+    assert main(["models"]) == 0
+    text = capsys.readouterr().out
+    assert "tiny" in text and released["card"]["sha256"][:12] in text
+    assert main(["models", "--json"]) == 0
+    (row,) = json.loads(capsys.readouterr().out)
+    assert row["test_dsc"] == released["card"]["metrics"]["test"]["dsc_mean"]
+
+
+def test_altered_bytes_are_refused_with_one_line(released, tmp_path, monkeypatch, capsys):
+    models = tmp_path / "models"
+    shutil.copytree(released["models"], models)
+    blob = bytearray((models / "tiny.pt").read_bytes())
+    blob[len(blob) // 2] ^= 1  # one bit, inside the weights: torch would load it without complaint
+    (models / "tiny.pt").write_bytes(bytes(blob))
+    monkeypatch.setenv("SKULLRECON_MODELS", str(models))
+    defective = released["data"] / "defective_skull" / "bilateral" / "000.nrrd"
+    for argv in (["reconstruct", str(defective), "--model", "tiny", "--out", str(tmp_path / "out")],
+                 ["reconstruct", str(defective), "--model", str(models / "tiny.pt"), "--out", str(tmp_path / "out")],
+                 ["evaluate", "--model", "tiny", "--data", str(released["data"]), "--out", str(tmp_path / "s.csv")]):
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and str(models / "tiny.pt") in err and "SHA-256" in err, err
+    assert not (tmp_path / "out" / "implant.nrrd").exists() and not (tmp_path / "s.csv").exists()
+
+
+def test_reconstruct_uses_the_default_release(released, tmp_path, monkeypatch, capsys):
+    models = tmp_path / "models"
+    shutil.copytree(released["models"], models)
+    for suffix in (".pt", ".json", ".md"):
+        (models / f"tiny{suffix}").rename(models / f"mae_d{suffix}")
+    card = json.loads((models / "mae_d.json").read_text())
+    (models / "mae_d.json").write_text(json.dumps({**card, "name": "mae_d", "file": "mae_d.pt"}))
+    monkeypatch.setenv("SKULLRECON_MODELS", str(models))
+    assert resolve_model(None) == (models / "mae_d.pt", card["sha256"])
+    defective = released["data"] / "defective_skull" / "bilateral" / "000.nrrd"
+    assert main(["reconstruct", str(defective), "--out", str(tmp_path / "out"), "--no-stl"]) in (0, 3)
+    assert (tmp_path / "out" / "implant.nrrd").is_file()
+
+
+def test_no_release_and_unknown_names_are_clear_errors(released, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("SKULLRECON_MODELS", str(tmp_path / "none"))
+    defective = released["data"] / "defective_skull" / "bilateral" / "000.nrrd"
+    assert main(["reconstruct", str(defective), "--out", str(tmp_path / "out")]) == 2
+    assert "--model" in capsys.readouterr().err
+    monkeypatch.setenv("SKULLRECON_MODELS", str(released["models"]))
+    assert main(["evaluate", "--model", "nope", "--data", str(released["data"]), "--out", str(tmp_path / "s.csv")]) == 2
+    err = capsys.readouterr().err
+    assert "nope" in err and "tiny" in err and err.count("\n") == 1
+    assert main(["evaluate", "--model", "tiny", "--data", str(tmp_path), "--out", str(tmp_path / "s.csv")]) == 2
+    assert "defective_skull" in capsys.readouterr().err
+
+
+def test_release_of_an_unfinished_run_names_the_missing_file(released, tmp_path):
+    with pytest.raises(FileNotFoundError, match="mae_d.pt"):
+        release_from_run(released["run"], "mae_d", out=tmp_path)
