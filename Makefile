@@ -25,7 +25,7 @@ demo: setup  ## the offline synthetic demo, end to end: results/demo/table1.md, 
 	snakemake --profile demo
 
 test: setup  ## unit tests, the whole DAG on a tiny config, and the SLURM test where a cluster is up
-	python -m pytest -q -ra
+	python -m pytest -q -ra --durations=15
 
 lint: setup
 	snakemake --lint
