@@ -299,6 +299,9 @@ def write_volume(
     return path
 
 
+NRRD_GZIP_LEVEL = 1
+
+
 def _write_nrrd(tmp: Path, array: np.ndarray, affine: np.ndarray, like: Volume | None) -> None:
     import nrrd
 
@@ -316,7 +319,9 @@ def _write_nrrd(tmp: Path, array: np.ndarray, affine: np.ndarray, like: Volume |
             "encoding": "gzip",
         }
         data = array.astype(np.uint8)
-    nrrd.write(str(tmp), data, header)
+    # gzip level 1 (nibabel's default for .nii.gz) instead of pynrrd's 9: a 512^3 skull is written in a
+    # tenth of the time (2.3 s -> 0.2 s here) for a file about 2.7x larger; the voxels are the same
+    nrrd.write(str(tmp), data, header, compression_level=NRRD_GZIP_LEVEL)
 
 
 def _write_nifti(tmp: Path, array: np.ndarray, affine: np.ndarray, like: Volume | None) -> None:
