@@ -58,8 +58,13 @@ def released(tmp_path_factory):
 def test_card_describes_the_file_and_the_run(released):
     card, models = released["card"], released["models"]
     blob = (models / "tiny.pt").read_bytes()
-    assert blob == made.MODEL.read_bytes()
     assert card["sha256"] == hashlib.sha256(blob).hexdigest() and card["file_bytes"] == len(blob)
+    # the run's file with a TorchScript copy of the network added: same weights, same spec
+    ours, theirs = (torch.load(f, weights_only=True) for f in (models / "tiny.pt", made.MODEL))
+    same_spec = json.dumps(ours["spec"], sort_keys=True, default=str) == json.dumps(theirs["spec"], sort_keys=True, default=str)
+    assert same_spec and ours["state_dict"].keys() == theirs["state_dict"].keys()
+    assert all(torch.equal(ours["state_dict"][k], v) for k, v in theirs["state_dict"].items())
+    assert card["torchscript"] and isinstance(ours["script"], bytes)
     state = torch.load(made.MODEL, weights_only=True)["state_dict"]
     assert card["parameters"] == sum(v.numel() for v in state.values() if v.is_floating_point())
     assert card["training"]["commit"] == "0" * 40 and card["training"]["train"] == {"epochs": 3, "lr": 0.03}
@@ -150,3 +155,18 @@ def test_no_release_and_unknown_names_are_clear_errors(released, tmp_path, monke
 def test_release_of_an_unfinished_run_names_the_missing_file(released, tmp_path):
     with pytest.raises(FileNotFoundError, match="mae_d.pt"):
         release_from_run(released["run"], "mae_d", out=tmp_path)
+
+
+def test_a_released_model_loads_its_torchscript_with_the_same_output(released):
+    """With the card's checksum on a CPU the TorchScript copy is used (no MONAI import); it gives
+    the MONAI network's logits bit for bit. Without a checksum the MONAI network is rebuilt."""
+    from skullrecon.models import load_model
+
+    path, sha = released["models"] / "tiny.pt", released["card"]["sha256"]
+    fast, spec = load_model(path, sha256=sha, need_postprocess=True)
+    slow, _ = load_model(path)
+    assert isinstance(fast, torch.jit.ScriptModule) and not isinstance(slow, torch.jit.ScriptModule)
+    g = spec["grid"]
+    x = (torch.rand(2, 1, g, g, g, generator=torch.Generator().manual_seed(0)) > 0.8).float()
+    with torch.no_grad():
+        assert torch.equal(fast(x), slow(x))

@@ -350,3 +350,127 @@ def test_mae_with_region_loss_trains_and_gets_the_mask_channel(prepared, tmp_pat
     assert math.isfinite(summary["val_dsc"])
     spec = torch.load(out / "model.pt", map_location="cpu", weights_only=True)["spec"]
     assert spec["loss"] == {"whole": 1.0, "region": 1.0}
+
+
+def test_cosine_schedule_warms_up_then_decays_to_near_zero():
+    from skullrecon.train import cosine_factor
+
+    f = [cosine_factor(e, 10, 2) for e in range(10)]
+    assert f[:3] == pytest.approx([1 / 3, 2 / 3, 1.0])
+    assert all(a > b for a, b in zip(f[2:], f[3:])) and 0 < f[-1] < 0.05
+    with pytest.raises(ValueError, match="schedule"):
+        TrainConfig(schedule="linear")
+    with pytest.raises(ValueError, match="coarse_epochs"):
+        TrainConfig(epochs=5, coarse_epochs=5)
+
+
+def test_halved_grid_is_the_area_average_thresholded_at_one_half():
+    from skullrecon.train import halve_grid
+
+    rng = np.random.default_rng(0)
+    skull = rng.random((8, 6, 10)) < 0.5
+    coarse = halve_grid(skull)
+    expected = torch.nn.functional.avg_pool3d(torch.from_numpy(skull).float()[None, None], 2)[0, 0] >= 0.5
+    assert coarse.dtype == bool and coarse.shape == (4, 3, 5)
+    assert np.array_equal(coarse, expected.numpy())
+
+
+def test_coarse_epochs_train_on_half_the_grid_and_validate_on_the_whole(prepared):
+    healthy = sorted((prepared / "healthy").glob("*.npz"))
+    mask_cfg = MaskConfig(n_patches=(1, 2), patch_size_mm=(20.0, 50.0))
+    ds = MaskedSkullDataset(healthy, mask_cfg, seed=0, coarse_epochs=2)
+    for epoch, size in ((0, 16), (1, 16), (2, 32)):
+        x, y = ds[epoch, 0]
+        assert x.shape == y.shape == (1, size, size, size)
+        assert bool((x <= y).all()) and 0 < float((y - x).sum()) < float(y.sum())
+    fixed = MaskedSkullDataset(healthy, mask_cfg, seed=1, fixed=True, coarse_epochs=2)
+    assert fixed[0, 0][0].shape == (1, 32, 32, 32)
+
+
+def test_ema_weights_are_validated_saved_and_resumed(prepared, tmp_path):
+    """With ``ema`` the saved network is the average, not the last step; a killed-and-resumed run
+    (here: shorter run continued) ends with the same averaged weights as an uninterrupted one."""
+    healthy = sorted((prepared / "healthy").glob("*.npz"))
+    mask_cfg = MaskConfig(n_patches=(1, 2), patch_size_mm=(20.0, 50.0))
+    spec = {**SPEC, "method": "mae_d"}
+
+    def run(out: Path, epochs: int, **kw) -> dict:
+        cfg = TrainConfig(**{**SETTINGS, "epochs": epochs, "ema": 0.9, "coarse_epochs": 1, **kw})
+        train_model("reconstruct", healthy, out / "model.pt", spec, cfg, out / "ckpt", out / "ckpt" / "history.csv",
+                    mask_cfg=mask_cfg, device="cpu", progress=False, log=lambda *_: None)
+        return _weights(out / "model.pt")
+
+    averaged = run(tmp_path / "a", 3)
+    plain = run(tmp_path / "b", 3, ema=0.0)
+    assert not _same(averaged, plain)
+    last = torch.load(tmp_path / "a" / "ckpt" / "last.pt", map_location="cpu", weights_only=True)
+    assert _same(averaged, {k.removeprefix("module."): v for k, v in last["ema"].items() if k.startswith("module.")})
+    run(tmp_path / "c", 2)  # stopped after two epochs, then continued to three
+    assert _same(run(tmp_path / "c", 3), averaged)
+    with open(tmp_path / "a" / "ckpt" / "history.csv", newline="") as fh:
+        assert all(float(r["cpu_seconds"]) > 0 for r in csv.DictReader(fh))
+
+
+def test_bf16_on_a_cpu_only_when_asked():
+    from skullrecon.train import uses_bf16
+
+    cpu = torch.device("cpu")
+    assert not uses_bf16(TrainConfig(bf16=True), cpu)  # the default: float32 on CPUs, as before
+    assert not uses_bf16(TrainConfig(bf16=False, cpu_bf16=True), cpu)
+    assert uses_bf16(TrainConfig(bf16=True, cpu_bf16=True), cpu) == torch.ops.mkldnn._is_mkldnn_bf16_supported()
+
+
+def test_checkpoints_of_earlier_versions_still_resume():
+    """Settings added later enter the fingerprint only when used: a default config fingerprints as
+    it did before they existed (the value below is the earlier code's)."""
+    import hashlib
+    import json
+    from dataclasses import asdict
+
+    from skullrecon.train import _LATER_SETTINGS, _fingerprint
+
+    cfg = TrainConfig(epochs=7)
+    files = [Path("a.npz"), Path("b.npz")]
+    earlier = {k: v for k, v in asdict(cfg).items()
+               if k not in ("epochs", "checkpoint_every", "num_workers") and k not in _LATER_SETTINGS}
+    blob = json.dumps({"spec": SPEC, "cfg": earlier, "files": ["a.npz", "b.npz"]}, sort_keys=True, default=str)
+    assert _fingerprint(SPEC, cfg, files) == hashlib.sha256(blob.encode()).hexdigest()[:16]
+    assert _fingerprint(SPEC, TrainConfig(epochs=8), files) == _fingerprint(SPEC, cfg, files)
+    cosine = TrainConfig(epochs=7, schedule="cosine")
+    assert _fingerprint(SPEC, cosine, files) != _fingerprint(SPEC, TrainConfig(epochs=8, schedule="cosine"), files)
+
+
+def test_added_loss_scores_the_bone_the_input_lacks_and_the_output_keeps_the_input():
+    from skullrecon.models import KeepInput
+
+    skull, mask, masked = _blobs()
+    logit = lambda a: a * 20 - 10  # noqa: E731
+    added = _loss_fn(LossConfig(whole=0.0, added=1.0))
+    assert float(added(logit(masked), skull, masked)) > 0.95  # copying adds nothing
+    assert float(added(logit(skull), skull, masked)) < 1e-2
+    assert float(added(logit(skull - masked), skull, masked)) < 1e-2  # only the added bone counts
+    stray = logit(torch.clamp(skull + (torch.rand_like(skull) > 0.9).float(), max=1))
+    assert float(added(stray, skull, masked)) > 0.1  # bone added where there is none costs
+    assert LossConfig(added=1.0).keeps_input and not LossConfig().keeps_input
+
+    kept = KeepInput(torch.nn.Conv3d(1, 1, 1)).eval()
+    with torch.no_grad():
+        out, inner = kept(masked), kept.net(masked)
+    assert bool((out[masked > 0.5] == KeepInput.KEPT_LOGIT).all())
+    assert torch.equal(out[masked < 0.5], inner[masked < 0.5])
+
+
+def test_mae_trained_to_add_bone_saves_a_network_that_keeps_its_input(prepared, tmp_path):
+    from skullrecon.models import KeepInput, load_model
+
+    healthy = sorted((prepared / "healthy").glob("*.npz"))
+    out = tmp_path / "mae"
+    train_model("reconstruct", healthy, out / "model.pt", {**SPEC, "method": "mae_d", "margin": 0.1},
+                TrainConfig(**{**SETTINGS, "epochs": 1}), out / "ckpt", out / "ckpt" / "history.csv",
+                mask_cfg=MaskConfig(n_patches=(1, 2), patch_size_mm=(20.0, 50.0)), device="cpu", progress=False,
+                log=lambda *_: None, loss=LossConfig(whole=0.0, added=1.0))
+    net, spec = load_model(out / "model.pt")
+    assert spec["keep_input"] and isinstance(net, KeepInput)
+    x = MaskedSkullDataset(healthy, MaskConfig(), seed=0)[0][0][None].float()
+    with torch.no_grad():
+        assert bool((torch.sigmoid(net(x))[x > 0.5] == 1).all())

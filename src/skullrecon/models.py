@@ -22,7 +22,7 @@ from torch import nn
 from skullrecon.io import atomic_path
 
 __all__ = ["ARCHITECTURES", "MAX_GRID", "build_network", "save_model", "load_model", "bundle_model", "validate_spec",
-           "pick_device"]
+           "pick_device", "KeepInput", "network_for"]
 
 #: Largest cubic grid a model file may ask for (the paper uses 256); a grid of 100000 would try
 #: to allocate petabytes before failing.
@@ -61,6 +61,30 @@ def build_network(arch: str, kwargs: dict[str, Any], grid: int) -> nn.Module:
         if key in args:
             args[key] = tuple(args[key])
     return getattr(nets, ARCHITECTURES[arch])(**args)
+
+
+class KeepInput(nn.Module):
+    """A network whose output keeps the input's bone: logits set to ``KEPT_LOGIT`` wherever the
+    input is 1, the network's own elsewhere. For an MAE trained to add bone (``mae.loss.added``):
+    the reconstruction is the defective skull plus what the network adds, on the grid as after it.
+    """
+
+    KEPT_LOGIT = 30.0  # sigmoid(30) rounds to 1.0 in float32
+
+    def __init__(self, net: nn.Module):
+        super().__init__()
+        self.net = net
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        logits = self.net(x)
+        return torch.where(x > 0.5, torch.full_like(logits, self.KEPT_LOGIT), logits)
+
+
+def network_for(spec: dict[str, Any]) -> nn.Module:
+    """The network a model spec describes (:func:`build_network`, wrapped in :class:`KeepInput`
+    when ``spec['keep_input']``)."""
+    net = build_network(spec["arch"], spec["network"], spec["grid"])
+    return KeepInput(net) if spec.get("keep_input") else net
 
 
 def save_model(path: str | os.PathLike, net: nn.Module, spec: dict[str, Any]) -> Path:
@@ -110,7 +134,9 @@ def load_model(path: str | os.PathLike, device: str | torch.device = "cpu",
 
     A trained network file (``networks/``) has no post-processing settings; reconstruction needs
     them (``need_postprocess``), so it takes a bundled ``models/`` file. With ``sha256`` (a released
-    model's card) a file whose bytes differ is refused before it is unpickled.
+    model's card) a file whose bytes differ is refused before it is unpickled, and on a CPU the
+    release's TorchScript copy of the network is used when it has one (:func:`embed_script`):
+    it loads in a fraction of a second, where importing MONAI to rebuild the network takes seconds.
     """
     path = Path(path)
     blob = _read(path, sha256)
@@ -118,13 +144,49 @@ def load_model(path: str | os.PathLike, device: str | torch.device = "cpu",
     validate_spec(spec, path, need_postprocess)
     if not isinstance(blob.get("state_dict"), dict):
         raise ValueError(f"{path}: model file has no weights ('state_dict')")
+    if sha256 is not None and torch.device(device).type == "cpu" and isinstance(blob.get("script"), bytes):
+        import warnings
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)  # torch.jit.load's notice; see embed_script
+            return torch.jit.load(io.BytesIO(blob["script"]), map_location="cpu").eval(), spec
     try:
-        net = build_network(spec["arch"], spec["network"], spec["grid"])
+        net = network_for(spec)
         net.load_state_dict(blob["state_dict"])
     except (TypeError, ValueError, RuntimeError, KeyError) as err:
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise ValueError(f"{path}: the weights do not fit the network its spec describes ({first})") from err
     return net.to(device).eval(), spec
+
+
+def embed_script(blob: dict[str, Any]) -> dict[str, Any]:
+    """``blob`` (a model file's contents) with a TorchScript copy of its network under ``script``,
+    traced at its grid on the CPU, or without one where the copy's output on a test input is not
+    equal, bit for bit, to the MONAI network's (then loading rebuilds the MONAI network as before).
+
+    The weights stay in ``state_dict``: the script is only a faster way to load the same network
+    (TorchScript is deprecated upstream; when torch drops it, loading falls back to MONAI).
+    """
+    import warnings
+
+    spec = blob["spec"]
+    net = network_for(spec)
+    net.load_state_dict(blob["state_dict"])
+    net.eval()
+    g = spec["grid"]
+    x = torch.zeros(1, 1, g, g, g)
+    x[..., g // 4: 3 * g // 4, g // 4: 3 * g // 4, g // 3: g // 2] = 1  # a slab: some input, not all empty
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torch.jit.trace's deprecation notice
+        traced = torch.jit.trace(net, x)
+        buf = io.BytesIO()
+        torch.jit.save(traced, buf)
+        again = torch.jit.load(io.BytesIO(buf.getvalue()), map_location="cpu").eval()
+        same = all(torch.equal(again(t), net(t)) for t in (x, 1 - x))
+    out = {k: v for k, v in blob.items() if k != "script"}
+    if same:
+        out["script"] = buf.getvalue()
+    return out
 
 
 def validate_spec(spec: Any, path: str | os.PathLike = "model", need_postprocess: bool = True) -> None:

@@ -16,13 +16,15 @@ refuses the file when its bytes do not match.
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
-import shutil
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
+
+from skullrecon.io import atomic_path
 
 __all__ = ["DEFAULT_MODEL", "CARD_FORMAT", "models_dir", "released", "resolve_model", "sha256_of",
            "release_from_run", "headline"]
@@ -144,8 +146,13 @@ def release_from_run(run: str | Path, method: str, name: str | None = None, data
 
     config = yaml.safe_load((run / "config.yaml").read_text())
     env = json.loads((run / "env.json").read_text())
-    data = model_file.read_bytes()
-    blob = torch.load(model_file, map_location="cpu", weights_only=True)
+    from skullrecon.models import embed_script
+
+    # the run's model, with a TorchScript copy of its network for fast loading where it is exact
+    blob = embed_script(torch.load(model_file, map_location="cpu", weights_only=True))
+    buf = io.BytesIO()
+    torch.save(blob, buf)
+    data = buf.getvalue()
     spec = blob["spec"]
     metrics = {"test": _summary(run / "metrics" / dataset / f"{method}.csv")}
     gen = run / "metrics" / f"{dataset}_generalisation" / f"{method}.csv"
@@ -156,7 +163,7 @@ def release_from_run(run: str | Path, method: str, name: str | None = None, data
         "format": CARD_FORMAT, "name": name, "file": f"{name}.pt", "method": method, "arch": spec["arch"],
         "task": spec["task"], "grid": spec["grid"], "margin": spec["margin"],
         "parameters": int(sum(v.numel() for v in blob["state_dict"].values() if v.is_floating_point())),
-        "file_bytes": len(data), "sha256": sha256_of(data),
+        "file_bytes": len(data), "sha256": sha256_of(data), "torchscript": "script" in blob,
         "training": {"run": config.get("run", run.name), "dataset": dataset, "data": trained_on or
                      _data_note(config, dataset), "commit": env.get("git_commit"), "commit_dirty": env.get("git_dirty"),
                      "torch": env.get("torch"), "monai": env.get("monai"), "host": env.get("host"),
@@ -166,7 +173,8 @@ def release_from_run(run: str | Path, method: str, name: str | None = None, data
         "metrics": metrics, "licence": DATA_LICENCE,
     }
     out.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(model_file, out / card["file"])
+    with atomic_path(out / card["file"]) as tmp:
+        tmp.write_bytes(data)
     (out / f"{name}.json").write_text(json.dumps(card, indent=2) + "\n")
     (out / f"{name}.md").write_text(card_markdown(card))
     return out / f"{name}.json"
