@@ -284,3 +284,31 @@ def test_an_implant_on_another_grid_is_refused_naming_it(test_set):
     with pytest.raises(VolumeError, match="grid mismatch") as err:
         evaluate_method(root / "implants" / "unet", root / "cases.tsv", out)
     assert str(shifted) in str(err.value) and not out.exists()
+
+
+def test_paired_bootstrap_of_per_case_differences(tmp_path):
+    from skullrecon.report import paired_bootstrap
+
+    rng = np.random.default_rng(3)
+    cases = [f"{i:03d}" for i in range(14)]
+    base = rng.uniform(0.6, 0.9, len(cases))
+    folder = tmp_path / "skullfix"
+    folder.mkdir()
+    for method, dsc, hd in (("mae_d", base + 0.05, np.full(14, 2.0)), ("unet", base, np.full(14, 3.0)),
+                            ("same", base + 0.05, np.r_[np.full(13, 2.0), np.nan])):
+        pd.DataFrame({"case": cases, "defect_type": "", "dsc": dsc, "bdsc": dsc, "hd95": hd,
+                      "empty_prediction": False}).to_csv(folder / f"{method}.csv", index=False)
+    paired = paired_bootstrap(sorted(folder.glob("*.csv"))).set_index(["method", "metric"])
+    unet = paired.loc[("unet", "dsc")]
+    assert unet["cases"] == 14 and unet["mean_difference"] == pytest.approx(0.05)
+    assert unet["ci_low"] == pytest.approx(0.05) and unet["ci_high"] == pytest.approx(0.05)  # a constant gap
+    assert paired.loc[("unet", "hd95"), "mean_difference"] == pytest.approx(-1.0)
+    same = paired.loc[("same", "hd95")]
+    assert same["cases"] == 13 and same["cases_left_out"] == 1 and same["mean_difference"] == 0
+    # a noisy gap: the interval holds the mean and is reproducible
+    noisy = base + rng.normal(0, 0.05, 14)
+    pd.DataFrame({"case": cases, "defect_type": "", "dsc": noisy, "bdsc": noisy, "hd95": 1.0,
+                  "empty_prediction": False}).to_csv(folder / "unet.csv", index=False)
+    again = paired_bootstrap(sorted(folder.glob("*.csv"))).set_index(["method", "metric"]).loc[("unet", "dsc")]
+    assert again["ci_low"] < again["mean_difference"] < again["ci_high"]
+    assert again.equals(paired_bootstrap(sorted(folder.glob("*.csv"))).set_index(["method", "metric"]).loc[("unet", "dsc")])

@@ -24,6 +24,7 @@ rule table1:
     output:
         csv=report(f"{RESULTS}/table1.csv", caption="../report/table1.rst", category="Table I"),
         md=report(f"{RESULTS}/table1.md", caption="../report/table1.rst", category="Table I"),
+        paired=report(f"{RESULTS}/table1_paired.csv", caption="../report/table1.rst", category="Table I"),
     log:
         f"{RESULTS}/logs/table1.log",
     conda:
