@@ -33,16 +33,7 @@ from skullrecon.postprocess import PostprocessConfig, extract_implant
 from skullrecon.preprocess import from_grid, load_case
 from skullrecon.train import LossConfig, TrainConfig, train_model
 from skullrecon.masking import MaskConfig
-
-
-def _set(cfg: dict, dotted: str) -> None:
-    """Apply one ``a.b.c=value`` override (value parsed as YAML)."""
-    key, _, value = dotted.partition("=")
-    *path, last = key.split(".")
-    node = cfg
-    for p in path:
-        node = node.setdefault(p, {})
-    node[last] = yaml.safe_load(value)
+from skullrecon.settings import apply_override
 
 
 def split(data: Path, n_val: int, seed: int) -> tuple[list[str], list[str]]:
@@ -135,7 +126,7 @@ def main() -> None:
     cfg = yaml.safe_load(args.config.read_text())
     cfg = copy.deepcopy(cfg)
     for s in args.set:
-        _set(cfg, s)
+        apply_override(cfg, s)
     train_ids, val_ids = split(args.data, args.n_val, args.seed)
     run_dir = args.out / "runs" / f"{args.name}_{args.method}"
     t0, c0 = time.time(), time.process_time()

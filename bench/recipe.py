@@ -28,25 +28,16 @@ import pandas as pd
 import torch
 import yaml
 
-
-def _set(cfg: dict, dotted: str) -> None:
-    """Apply one ``a.b.c=value`` override (value parsed as YAML)."""
-    key, _, value = dotted.partition("=")
-    *path, last = key.split(".")
-    node = cfg
-    for p in path:
-        node = node.setdefault(p, {})
-    node[last] = yaml.safe_load(value)
+from skullrecon.settings import apply_override, baseline_train
 
 
 def train(args: argparse.Namespace) -> None:
-    from skullrecon.settings import baseline_train
     from skullrecon.train import train_run
 
     torch.set_num_threads(args.threads)
     cfg = yaml.safe_load(args.config.read_text())
     for s in args.set:
-        _set(cfg, s)
+        apply_override(cfg, s)
     out = args.out / args.name
     out.mkdir(parents=True, exist_ok=True)
     (out / "settings.json").write_text(json.dumps({"argv": sys.argv[1:], "method": args.method,

@@ -474,3 +474,14 @@ def test_mae_trained_to_add_bone_saves_a_network_that_keeps_its_input(prepared, 
     x = MaskedSkullDataset(healthy, MaskConfig(), seed=0)[0][0][None].float()
     with torch.no_grad():
         assert bool((torch.sigmoid(net(x))[x > 0.5] == 1).all())
+
+
+def test_command_line_overrides_reach_nested_settings():
+    from skullrecon.settings import apply_override
+
+    cfg = {"mae": {"train": {"epochs": 60}}}
+    apply_override(cfg, "mae.train.epochs=150")
+    apply_override(cfg, "mae.loss={whole: 0, added: 1}")
+    apply_override(cfg, "baselines.train.lr=1.0e-2")
+    assert cfg == {"mae": {"train": {"epochs": 150}, "loss": {"whole": 0, "added": 1}},
+                   "baselines": {"train": {"lr": 0.01}}}

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Mapping, TypeVar
 
-__all__ = ["baseline_train", "from_mapping"]
+__all__ = ["baseline_train", "from_mapping", "apply_override"]
 
 T = TypeVar("T")
 
@@ -36,3 +36,16 @@ def baseline_train(config: Mapping[str, Any], method: str) -> dict[str, Any]:
     if own is not None:
         train["epochs"] = own
     return train
+
+
+def apply_override(config: dict[str, Any], dotted: str) -> None:
+    """Apply one command-line ``a.b.c=value`` override to a config in place (the value parsed as YAML;
+    missing sections are created)."""
+    import yaml
+
+    key, _, value = dotted.partition("=")
+    *path, last = key.split(".")
+    node = config
+    for part in path:
+        node = node.setdefault(part, {})
+    node[last] = yaml.safe_load(value)
