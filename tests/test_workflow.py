@@ -50,9 +50,12 @@ def workflow_run():
 
 @pytest.mark.slow
 def test_table_and_figures_cover_every_method_and_dataset(workflow_run):
-    md = (workflow_run / "table1.md").read_text()
+    md, _, paired = (workflow_run / "table1.md").read_text().partition("# MAE (D) against each method")
     for label in ["MAE (D)", "MAE (ND)", "UNet", "UNETR", "SwinUNETR", "AttentionUnet", "SegResNet"]:
         assert len(re.findall(rf"^\| {re.escape(label)} \|", md, flags=re.M)) == len(SCORED), label
+        # beside it, MAE (D) minus each other method on every scored dataset
+        assert len(re.findall(rf"^\| {re.escape(label)} \|", paired, flags=re.M)) == (label != "MAE (D)") * len(SCORED)
+    assert len(pd.read_csv(workflow_run / "table1_paired.csv")) == len(SCORED) * 6 * 2  # 6 methods, DSC and HD95
     assert "## SkullBreak" in md and "## SkullFix\n" in md
     assert "## SkullFix, generalisation (new defects on its test skulls)" in md
     for png in ("figure4.png", "figure3.png", "masking_examples.png", "training_curves.png"):
@@ -320,5 +323,8 @@ def test_evaluate_and_release_reproduce_the_runs_metrics(workflow_run, tmp_path,
     card = json.loads(release_from_run(workflow_run, method, dataset=dataset, out=tmp_path).read_text())
     row = pd.read_csv(workflow_run / "table1.csv").set_index(["dataset", "method"]).loc[(dataset, method)]
     assert card["metrics"]["test"]["dsc_mean"] == pytest.approx(row["dsc_mean"], abs=1e-4)  # table1 rounds
-    assert card["sha256"] == hashlib.sha256(model.read_bytes()).hexdigest()
+    released = tmp_path / card["file"]  # the run's file plus a TorchScript copy of its network
+    assert card["sha256"] == hashlib.sha256(released.read_bytes()).hexdigest()
+    ours, theirs = (torch.load(f, weights_only=True)["state_dict"] for f in (released, model))
+    assert ours.keys() == theirs.keys() and all(torch.equal(ours[k], theirs[k]) for k in theirs)
     assert card["training"]["commit"] == json.loads((workflow_run / "env.json").read_text())["git_commit"]
