@@ -180,19 +180,24 @@ def _one_line(err: BaseException) -> str:
     return text or type(err).__name__
 
 
-def main(argv: list[str] | None = None) -> int:
-    from skullrecon.download import DownloadError
+def _bad_input(err: BaseException) -> bool:
+    """Bad input or a failed download, told in one line. Only the commands that download import
+    :mod:`skullrecon.download` (0.2 s that ``reconstruct`` does not pay), so only they can raise its error."""
+    download = sys.modules.get("skullrecon.download")
+    return isinstance(err, (ValueError, OSError)) or (download is not None and isinstance(err, download.DownloadError))
 
+
+def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (ValueError, OSError, DownloadError) as err:  # bad input: one clear line, no traceback
-        print(f"skullrecon {args.command}: error: {_one_line(err)}", file=sys.stderr)
-        return 2
     except KeyboardInterrupt:
         print(f"skullrecon {args.command}: interrupted", file=sys.stderr)
         return 130
-    except Exception as err:  # noqa: BLE001 - a bug: still one line, the traceback on request
+    except Exception as err:  # noqa: BLE001 - bad input: one clear line; a bug: one line, the traceback on request
+        if _bad_input(err):
+            print(f"skullrecon {args.command}: error: {_one_line(err)}", file=sys.stderr)
+            return 2
         if os.environ.get("SKULLRECON_DEBUG"):
             raise
         print(f"skullrecon {args.command}: internal error: {type(err).__name__}: {_one_line(err)} "

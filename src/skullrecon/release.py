@@ -22,8 +22,6 @@ import os
 from pathlib import Path
 from typing import Any
 
-import pandas as pd
-
 from skullrecon.io import atomic_path
 
 __all__ = ["DEFAULT_MODEL", "CARD_FORMAT", "models_dir", "released", "resolve_model", "sha256_of",
@@ -101,6 +99,8 @@ def headline(card: dict[str, Any]) -> dict[str, Any]:
 
 
 def _summary(csv: Path) -> dict[str, Any]:
+    import pandas as pd  # here, not at the top: `reconstruct` resolves models through this module
+
     from skullrecon.evaluate import summary_rows
 
     table = pd.read_csv(csv, dtype={"case": str})
@@ -115,6 +115,8 @@ def _network_file(run: Path, method: str, dataset: str) -> str:
 
 
 def _epochs(run: Path, stem: str) -> dict[str, Any]:
+    import pandas as pd
+
     log = run / "training" / f"{stem}.csv"
     if not log.is_file():
         return {}
