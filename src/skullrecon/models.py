@@ -150,13 +150,18 @@ def load_model(path: str | os.PathLike, device: str | torch.device = "cpu",
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", DeprecationWarning)  # torch.jit.load's notice; see embed_script
             return torch.jit.load(io.BytesIO(blob["script"]), map_location="cpu").eval(), spec
+    return _rebuilt(spec, blob["state_dict"], path).to(device), spec
+
+
+def _rebuilt(spec: dict[str, Any], state_dict: dict[str, Any], path: str | os.PathLike) -> nn.Module:
+    """The MONAI network ``spec`` describes with ``state_dict`` loaded, in eval mode (``path`` names the file in errors)."""
     try:
         net = network_for(spec)
-        net.load_state_dict(blob["state_dict"])
+        net.load_state_dict(state_dict)
     except (TypeError, ValueError, RuntimeError, KeyError) as err:
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise ValueError(f"{path}: the weights do not fit the network its spec describes ({first})") from err
-    return net.to(device).eval(), spec
+    return net.eval()
 
 
 def embed_script(blob: dict[str, Any]) -> dict[str, Any]:
@@ -170,9 +175,7 @@ def embed_script(blob: dict[str, Any]) -> dict[str, Any]:
     import warnings
 
     spec = blob["spec"]
-    net = network_for(spec)
-    net.load_state_dict(blob["state_dict"])
-    net.eval()
+    net = _rebuilt(spec, blob["state_dict"], "model")
     g = spec["grid"]
     x = torch.zeros(1, 1, g, g, g)
     x[..., g // 4: 3 * g // 4, g // 4: 3 * g // 4, g // 3: g // 2] = 1  # a slab: some input, not all empty

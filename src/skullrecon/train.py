@@ -399,9 +399,9 @@ def train_model(
     torch.manual_seed(cfg.seed)
     train_files, val_files = _split(files, cfg.val_fraction, cfg.seed)
     loss_cfg = loss or LossConfig()
-    if task == "reconstruct" and loss_cfg.keeps_input:
-        spec = {**spec, "keep_input": True}
     if task == "reconstruct":
+        if loss_cfg.keeps_input:
+            spec = {**spec, "keep_input": True}
         train_ds: Dataset = MaskedSkullDataset(train_files, mask_cfg, cfg.seed, augment,
                                                with_mask=loss_cfg.region > 0, coarse_epochs=cfg.coarse_epochs)
         val_ds: Dataset = MaskedSkullDataset(val_files, mask_cfg, cfg.seed + 1, fixed=True)
