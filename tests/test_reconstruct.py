@@ -189,6 +189,40 @@ def test_bad_model_file_is_one_clear_line_from_a_real_process(inputs, tmp_path):
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
 
 
+def test_a_bad_skull_read_beside_the_import_is_one_line_from_a_real_process(inputs, tmp_path):
+    """The command reads the skull in a forked process while torch is imported; its error still
+    reaches the user as one line naming the file, exit 2, and nothing is written."""
+    nonbinary = _bad_inputs(tmp_path, inputs["defective"])["nonbinary"][0]
+    proc = subprocess.run(
+        [sys.executable, "-m", "skullrecon.cli", "reconstruct", str(nonbinary),
+         "--model", str(inputs["model"]), "--out", str(tmp_path / "out")],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert proc.returncode == 2
+    line = _error_line(proc.stderr)
+    assert str(nonbinary) in line and "binary" in line
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+
+
+def test_a_skull_read_beforehand_gives_the_same_outputs(inputs, tmp_path):
+    """reconstruct_file(volume=...) (the command line's path: the skull read beside torch's import, in
+    another process) writes exactly what reading it itself writes."""
+    from skullrecon.cli import _beside
+    from skullrecon.infer import reconstruct_file
+    from skullrecon.io import read_volume
+
+    with _beside() as pool:
+        volume = pool.submit(read_volume, inputs["defective"]).result()
+    direct = read_volume(inputs["defective"])
+    np.testing.assert_array_equal(volume.array, direct.array)
+    np.testing.assert_array_equal(volume.affine, direct.affine)
+    a = reconstruct_file(inputs["defective"], inputs["model"], tmp_path / "a", device="cpu")
+    b = reconstruct_file(inputs["defective"], inputs["model"], tmp_path / "b", device="cpu", volume=volume)
+    for name in ("implant", "reconstruction"):
+        np.testing.assert_array_equal(nrrd.read(a["paths"][name])[0], nrrd.read(b["paths"][name])[0])
+    assert Path(a["paths"]["mesh"]).read_bytes() == Path(b["paths"]["mesh"]).read_bytes()
+
+
 def _bad_inputs(tmp: Path, good: Path) -> dict[str, tuple[Path, Path | None]]:
     """name -> (defective file, model file or None for the good model); the one at fault is named."""
     data, header = nrrd.read(str(good))

@@ -113,13 +113,16 @@ def extract_cases(upsampled_dir: str | Path, cases_tsv: str | Path, out_dir: str
 
 
 def reconstruct_file(defective_path: str | Path, model_path: str | Path, out_dir: str | Path,
-                     device: str = "auto", stl: bool = True, sha256: str | None = None) -> dict[str, Any]:
+                     device: str = "auto", stl: bool = True, sha256: str | None = None,
+                     volume: Volume | None = None) -> dict[str, Any]:
     """One defective skull in, the implant (volume and STL mesh) and the reconstruction out.
 
     Uses only the model file: grid, margin, task and post-processing come from its spec.
     Outputs keep the input's format, grid and header, and go into ``out_dir`` as one set with a
     manifest written last (:mod:`skullrecon.outputset`). Returns paths, per-stage seconds and
     ``warnings`` (an empty implant, or one so small that the skull may have nothing to fill).
+    ``volume``: the skull at ``defective_path`` already read (the command line reads it while torch
+    is imported); its reading is then not in ``seconds["load"]``.
     """
     from skullrecon.outputset import OutputSet, prepare_out_dir
 
@@ -127,7 +130,7 @@ def reconstruct_file(defective_path: str | Path, model_path: str | Path, out_dir
     out_dir = prepare_out_dir(out_dir, [defective_path, model_path])  # before any work
     timings: dict[str, float] = {}
     t = time.perf_counter()
-    defective = read_volume(defective_path)
+    defective = volume if volume is not None else read_volume(defective_path)
     if not defective.array.any():
         raise ValueError(f"{defective_path}: the defective skull is empty (no voxel is 1)")
     net, spec = load_model(model_path, dev, need_postprocess=True, sha256=sha256)  # sha256: a released model's card
@@ -151,26 +154,32 @@ def reconstruct_file(defective_path: str | Path, model_path: str | Path, out_dir
     prediction = from_grid(prob, geom, post.threshold, order=order)  # uint8, copied back from the device
     timings["upsample"] = time.perf_counter() - t
 
-    t = time.perf_counter()
-    implant = extract_implant(prediction, defective.array, defective.spacing, spec["task"], post)
-    timings["extract"] = time.perf_counter() - t
-
     suffix = ".nii.gz" if defective.format == "nifti" else ".nrrd"
-    reconstruction = prediction | defective.array if spec["task"] == "reconstruct" else implant | defective.array
     outputs = OutputSet(out_dir)  # staged, then moved into place as one set with a manifest last
     try:
-        # the two volumes (gzip, which frees the GIL) and the mesh are written side by side
-        t = time.perf_counter()
+        # the volumes (gzip, which frees the GIL) and the mesh are written side by side; a reconstruction
+        # network's reconstruction does not wait for the implant, so it is written while the implant is extracted
         with ThreadPoolExecutor(max_workers=3) as pool:
-            jobs = [pool.submit(write_volume, outputs.path(f"implant{suffix}"), implant, like=defective),
-                    pool.submit(write_volume, outputs.path(f"reconstruction{suffix}"), reconstruction, like=defective)]
+            jobs = []
+            if spec["task"] == "reconstruct":
+                jobs.append(pool.submit(write_volume, outputs.path(f"reconstruction{suffix}"),
+                                        prediction | defective.array, like=defective))
+            t = time.perf_counter()
+            implant = extract_implant(prediction, defective.array, defective.spacing, spec["task"], post)
+            timings["extract"] = time.perf_counter() - t
+
+            t = time.perf_counter()
+            if spec["task"] != "reconstruct":
+                jobs.append(pool.submit(write_volume, outputs.path(f"reconstruction{suffix}"),
+                                        implant | defective.array, like=defective))
+            jobs.append(pool.submit(write_volume, outputs.path(f"implant{suffix}"), implant, like=defective))
             if stl and implant.any():  # an empty implant has no surface: no STL (the caller warns)
                 from skullrecon.mesh import write_stl
 
                 jobs.append(pool.submit(write_stl, outputs.path("implant.stl"), implant, defective))
             for job in jobs:
                 job.result()
-        timings["write"] = time.perf_counter() - t  # volumes and mesh
+        timings["write"] = time.perf_counter() - t  # what is left of the volumes and the mesh after extract
         warnings = _warnings(implant, defective.array, defective_path)
         result = {"seconds": timings, "device": str(dev), "implant_voxels": int(implant.sum()),
                   "empty": not implant.any(), "warnings": warnings}
