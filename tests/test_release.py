@@ -42,8 +42,9 @@ def released(tmp_path_factory):
     per_case["scored_on"] = "the test folder 'training'"
     per_case.to_csv(run / "metrics" / "skullbreak" / "unet.csv", index=False)
     (run / "training").mkdir()
-    pd.DataFrame({"epoch": [1, 2, 3], "val_dsc": [0.1, 0.3, 0.2]}).to_csv(run / "training" / "unet_skullbreak.csv",
-                                                                         index=False)
+    # a baseline's log has val_restored_dsc too (equal to val_dsc); its card names val_dsc
+    pd.DataFrame({"epoch": [1, 2, 3], "val_dsc": [0.1, 0.3, 0.2], "val_restored_dsc": [0.1, 0.3, 0.2]}).to_csv(
+        run / "training" / "unet_skullbreak.csv", index=False)
     config = {"run": "fake", "datasets": {"skullbreak": {"source": "data_dir", "data_dir": str(data.parent),
                                                          "layout": {"train": "training", "test": "training"}}},
               "baselines": {"train": {"epochs": 3, "lr": 0.03}}, "mae": {"train": {}}}
@@ -170,3 +171,20 @@ def test_a_released_model_loads_its_torchscript_with_the_same_output(released):
     x = (torch.rand(2, 1, g, g, g, generator=torch.Generator().manual_seed(0)) > 0.8).float()
     with torch.no_grad():
         assert torch.equal(fast(x), slow(x))
+
+
+def test_a_released_file_holds_no_path_of_the_machine_that_made_it(released):
+    """TorchScript's debug records name the source files it was traced from by absolute path; a
+    release drops them (the repository must not carry a path of its maker's machine)."""
+    import io
+    import zipfile
+
+    import skullrecon.models
+
+    blob = torch.load(released["models"] / "tiny.pt", weights_only=True)
+    with zipfile.ZipFile(io.BytesIO(blob["script"])) as archive:
+        names = archive.namelist()
+        contents = b"".join(archive.read(n) for n in names)
+    source_dir = str(Path(skullrecon.models.__file__).resolve().parent).encode()
+    assert not [n for n in names if n.endswith(".debug_pkl")]
+    assert source_dir not in contents and b"site-packages" not in contents

@@ -184,12 +184,28 @@ def embed_script(blob: dict[str, Any]) -> dict[str, Any]:
         traced = torch.jit.trace(net, x)
         buf = io.BytesIO()
         torch.jit.save(traced, buf)
-        again = torch.jit.load(io.BytesIO(buf.getvalue()), map_location="cpu").eval()
+        script = _without_debug_records(buf.getvalue())
+        again = torch.jit.load(io.BytesIO(script), map_location="cpu").eval()
         same = all(torch.equal(again(t), net(t)) for t in (x, 1 - x))
     out = {k: v for k, v in blob.items() if k != "script"}
     if same:
-        out["script"] = buf.getvalue()
+        out["script"] = script
     return out
+
+
+def _without_debug_records(archive: bytes) -> bytes:
+    """A TorchScript archive without its ``*.debug_pkl`` records: they map the code to the source
+    files it was traced from, with the absolute paths of the machine that made it (a released file
+    must not carry them), and loading does not need them."""
+    import zipfile
+
+    out = io.BytesIO()
+    with zipfile.ZipFile(io.BytesIO(archive)) as src, zipfile.ZipFile(out, "w", zipfile.ZIP_STORED) as dst:
+        for info in src.infolist():
+            if not info.filename.endswith(".debug_pkl"):
+                info.date_time = (1980, 1, 1, 0, 0, 0)  # the same bytes from the same network, made any day
+                dst.writestr(info, src.read(info))
+    return out.getvalue()
 
 
 def validate_spec(spec: Any, path: str | os.PathLike = "model", need_postprocess: bool = True) -> None:

@@ -121,7 +121,8 @@ def _epochs(run: Path, stem: str) -> dict[str, Any]:
     if not log.is_file():
         return {}
     curve = pd.read_csv(log)
-    column = "val_restored_dsc" if "val_restored_dsc" in curve else "val_dsc"
+    # an MAE's own score is the bone it restores; a baseline's log has that column too (equal to val_dsc)
+    column = "val_restored_dsc" if stem.startswith("mae_") and "val_restored_dsc" in curve else "val_dsc"
     return {"trained": int(curve["epoch"].max()), "last_validation": column,
             "last_validation_value": float(curve[column].iloc[-1]),
             "best_validation_value": float(curve[column].max()),
