@@ -203,7 +203,6 @@ def _without_debug_records(archive: bytes) -> bytes:
     with zipfile.ZipFile(io.BytesIO(archive)) as src, zipfile.ZipFile(out, "w", zipfile.ZIP_STORED) as dst:
         for info in src.infolist():
             if not info.filename.endswith(".debug_pkl"):
-                info.date_time = (1980, 1, 1, 0, 0, 0)  # the same bytes from the same network, made any day
                 dst.writestr(info, src.read(info))
     return out.getvalue()
 
