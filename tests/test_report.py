@@ -312,3 +312,15 @@ def test_paired_bootstrap_of_per_case_differences(tmp_path):
     again = paired_bootstrap(sorted(folder.glob("*.csv"))).set_index(["method", "metric"]).loc[("unet", "dsc")]
     assert again["ci_low"] < again["mean_difference"] < again["ci_high"]
     assert again.equals(paired_bootstrap(sorted(folder.glob("*.csv"))).set_index(["method", "metric"]).loc[("unet", "dsc")])
+
+
+def test_paired_markdown_states_the_resamplings_it_was_given(tmp_path):
+    from skullrecon.report import paired_bootstrap, paired_markdown
+
+    folder = tmp_path / "skullfix"
+    folder.mkdir()
+    for method, dsc in (("mae_d", 0.9), ("unet", 0.8)):
+        pd.DataFrame({"case": ["000", "004"], "defect_type": "", "dsc": dsc, "bdsc": dsc, "hd95": 2.0,
+                      "empty_prediction": False}).to_csv(folder / f"{method}.csv", index=False)
+    text = "\n".join(paired_markdown(paired_bootstrap(sorted(folder.glob("*.csv")), n_boot=500)))
+    assert "(500 resamplings" in text and "10,000" not in text

@@ -196,7 +196,7 @@ def paired_bootstrap(csv_paths: Sequence[str | Path], reference: str = "mae_d", 
                 diff = ref.loc[common, metric].astype(float) - other.loc[common, metric].astype(float)
                 values = diff.dropna().to_numpy()
                 row = {"dataset": dataset, "reference": reference, "method": method, "metric": metric,
-                       "cases": len(values), "cases_left_out": int(diff.isna().sum()),
+                       "cases": len(values), "cases_left_out": int(diff.isna().sum()), "resamplings": n_boot,
                        "mean_difference": float("nan"), "ci_low": float("nan"), "ci_high": float("nan")}
                 if len(values):
                     rng = np.random.default_rng(seed)  # the same draws for every comparison of equal size
@@ -212,9 +212,10 @@ def paired_markdown(paired: pd.DataFrame) -> list[str]:
     if paired.empty:
         return []
     ref = METHOD_LABELS.get(paired["reference"].iloc[0], paired["reference"].iloc[0])
+    resamplings = int(paired["resamplings"].iloc[0]) if "resamplings" in paired else 10_000
     lines = [f"# {ref} against each method: paired differences on the same cases", "",
              f"Mean of the per-case differences ({ref} minus the method) with a paired bootstrap 95 % interval "
-             "(10,000 resamplings of the cases). DSC: above 0 favours "
+             f"({resamplings:,} resamplings of the cases). DSC: above 0 favours "
              f"{ref}; HD95: below 0 favours {ref}.", ""]
     for dataset, block in paired.groupby("dataset", sort=False):
         lines += [f"## {dataset_label(dataset)}", "", "| Method | Cases | " +
