@@ -33,7 +33,7 @@ from skullrecon.postprocess import PostprocessConfig, extract_implant
 from skullrecon.preprocess import from_grid, load_case
 from skullrecon.train import LossConfig, TrainConfig, train_model
 from skullrecon.masking import MaskConfig
-from skullrecon.settings import apply_override
+from skullrecon.settings import apply_override, is_mae
 
 
 def split(data: Path, n_val: int, seed: int) -> tuple[list[str], list[str]]:
@@ -48,7 +48,7 @@ def split(data: Path, n_val: int, seed: int) -> tuple[list[str], list[str]]:
 def train(cfg: dict, method: str, data: Path, train_ids: list[str], out: Path, epochs: int | None) -> Path:
     """Train the MAE (``mae_d`` / ``mae_nd``) or a baseline on the training ids; returns the model file."""
     grid = cfg["preprocess"]["grid"]
-    if method.startswith("mae_"):
+    if is_mae(method):
         section, task, sub = cfg["mae"], "reconstruct", "healthy"
         arch, network = section["arch"], section["network"]
         mask_cfg = MaskConfig.from_dict(section["masking"])

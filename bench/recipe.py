@@ -28,7 +28,7 @@ import pandas as pd
 import torch
 import yaml
 
-from skullrecon.settings import apply_override, baseline_train
+from skullrecon.settings import apply_override, baseline_train, is_mae
 
 
 def train(args: argparse.Namespace) -> None:
@@ -45,7 +45,7 @@ def train(args: argparse.Namespace) -> None:
     common = dict(input_dirs=[args.data], model_path=out / "model.pt", history_path=out / "history-final.csv",
                   checkpoint_dir=out, method=args.method, grid=cfg["preprocess"]["grid"],
                   margin=cfg["preprocess"]["margin"], device="cpu")
-    if args.method.startswith("mae_"):
+    if is_mae(args.method):
         mae = cfg["mae"]
         train_run("reconstruct", arch=mae["arch"], network=mae["network"], train=mae["train"],
                   masking=mae["masking"], augment=mae.get("augment"), loss=mae.get("loss"), **common)

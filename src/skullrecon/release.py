@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from skullrecon.io import atomic_path
+from skullrecon.settings import is_mae
 
 __all__ = ["DEFAULT_MODEL", "CARD_FORMAT", "models_dir", "released", "resolve_model", "sha256_of",
            "release_from_run", "headline"]
@@ -111,7 +112,7 @@ def _summary(csv: Path) -> dict[str, Any]:
 
 
 def _network_file(run: Path, method: str, dataset: str) -> str:
-    return f"{method}.pt" if method.startswith("mae_") else f"{method}_{dataset}.pt"
+    return f"{method}.pt" if is_mae(method) else f"{method}_{dataset}.pt"
 
 
 def _epochs(run: Path, stem: str) -> dict[str, Any]:
@@ -122,7 +123,7 @@ def _epochs(run: Path, stem: str) -> dict[str, Any]:
         return {}
     curve = pd.read_csv(log)
     # an MAE's own score is the bone it restores; a baseline's log has that column too (equal to val_dsc)
-    column = "val_restored_dsc" if stem.startswith("mae_") and "val_restored_dsc" in curve else "val_dsc"
+    column = "val_restored_dsc" if is_mae(stem) and "val_restored_dsc" in curve else "val_dsc"
     return {"trained": int(curve["epoch"].max()), "last_validation": column,
             "last_validation_value": float(curve[column].iloc[-1]),
             "best_validation_value": float(curve[column].max()),
@@ -161,7 +162,7 @@ def release_from_run(run: str | Path, method: str, name: str | None = None, data
     gen = run / "metrics" / f"{dataset}_generalisation" / f"{method}.csv"
     if gen.is_file():
         metrics["generalisation"] = _summary(gen)
-    section = config["mae"] if method.startswith("mae_") else config["baselines"]
+    section = config["mae"] if is_mae(method) else config["baselines"]
     card = {
         "format": CARD_FORMAT, "name": name, "file": f"{name}.pt", "method": method, "arch": spec["arch"],
         "task": spec["task"], "grid": spec["grid"], "margin": spec["margin"],

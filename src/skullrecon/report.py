@@ -18,6 +18,7 @@ import pandas as pd
 
 from skullrecon.io import read_volume
 from skullrecon.metrics import metrics_for_files
+from skullrecon.settings import is_mae
 
 __all__ = [
     "METHOD_LABELS",
@@ -352,13 +353,13 @@ def plot_training_curves(csv_paths: Sequence[str | Path], out_png: str | Path) -
         if missing:
             raise ValueError(f"{path}: not a training log (no {sorted(missing)} columns)")
         name = Path(path).stem
-        method, _, dataset = name.partition("_") if not name.startswith("mae_") else (name, "", "")
+        method, _, dataset = name.partition("_") if not is_mae(name) else (name, "", "")
         label = METHOD_LABELS.get(method, method) + (f" ({DATASET_LABELS.get(dataset, dataset)})" if dataset else "")
-        style = "-" if name.startswith("mae_") else "--"
+        style = "-" if is_mae(name) else "--"
         ax_loss.plot(history["epoch"], history["train_loss"], style, label=label)
         line, = ax_dsc.plot(history["epoch"], history["val_dsc"], style, marker="." if len(history) < 20 else None,
                             label=label)
-        if name.startswith("mae_") and "val_restored_dsc" in history.columns:
+        if is_mae(name) and "val_restored_dsc" in history.columns:
             ax_dsc.plot(history["epoch"], history["val_restored_dsc"], ":", color=line.get_color(),
                         label=f"{label}: restored bone")
     ax_loss.set(xlabel="epoch", ylabel="training loss (soft Dice)", title="Training loss")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Mapping, TypeVar
 
-__all__ = ["baseline_train", "from_mapping", "apply_override"]
+__all__ = ["baseline_train", "from_mapping", "apply_override", "is_mae"]
 
 T = TypeVar("T")
 
@@ -26,6 +26,13 @@ def from_mapping(cls: type[T], d: Mapping[str, Any], what: str, tuples: tuple[st
         raise ValueError(f"unknown {what} setting(s) {unknown}; known: {sorted(known)}")
     kwargs = {k: tuple(v) if k in tuples else v for k, v in d.items()}
     return cls(**kwargs)
+
+
+def is_mae(method: str) -> bool:
+    """Whether a method name (``mae_d``, ``unet``, ...) is an MAE variant: one network for every dataset,
+    restoring the skull, validated by ``val_restored_dsc``; a baseline is one network per dataset,
+    predicting the implant (the workflow's ``task_of`` makes the same split)."""
+    return method.startswith("mae_")
 
 
 def baseline_train(config: Mapping[str, Any], method: str) -> dict[str, Any]:
