@@ -420,6 +420,46 @@ def test_bf16_on_a_cpu_only_when_asked():
     assert uses_bf16(TrainConfig(bf16=True, cpu_bf16=True), cpu) == torch.ops.mkldnn._is_mkldnn_bf16_supported()
 
 
+def test_channels_last_only_for_float32_cpu_training():
+    from skullrecon.train import uses_channels_last
+
+    cpu, gpu = torch.device("cpu"), torch.device("cuda")
+    assert uses_channels_last(TrainConfig(cpu_channels_last=True), cpu, bf16=False)
+    assert not uses_channels_last(TrainConfig(cpu_channels_last=True), cpu, bf16=True)  # slower in bf16
+    assert not uses_channels_last(TrainConfig(cpu_channels_last=True), gpu, bf16=False)
+    assert not uses_channels_last(TrainConfig(), cpu, bf16=False)  # the default: as before
+
+
+def test_a_channels_last_step_computes_what_the_default_layout_does():
+    """Only the memory layout changes: one step from the same weights on the same batch gives the
+    same loss and the same gradients, up to float32 rounding (compared before AdamW, whose first
+    step is about lr times the gradient's sign, and so flips with the rounding of a near-zero one)."""
+    from skullrecon.train import train_step
+
+    torch.manual_seed(0)
+    x = (torch.rand(2, 1, 32, 32, 32) > 0.7).float()
+    y = torch.maximum(x, (torch.rand(2, 1, 32, 32, 32) > 0.9).float())
+    weights = build_network("unet", SPEC["network"], 32).state_dict()
+    after = []
+    for channels_last in (False, True):
+        net = build_network("unet", SPEC["network"], 32)
+        net.load_state_dict(weights)
+        if channels_last:
+            net = net.to(memory_format=torch.channels_last_3d)
+        opt = torch.optim.AdamW(net.parameters(), lr=1e-3)
+        loss = train_step(net, opt, _loss_fn(LossConfig()), x, y, torch.device("cpu"), False, channels_last)
+        after.append((float(loss), {k: p.grad.contiguous() for k, p in net.named_parameters()}))
+    assert after[0][0] == pytest.approx(after[1][0], abs=1e-5)
+    scale = max(float(g.abs().max()) for g in after[0][1].values())  # a bias before a norm has ~0 gradient
+    for k, grad in after[0][1].items():
+        torch.testing.assert_close(after[1][1][k], grad, rtol=1e-3, atol=1e-4 * scale)
+
+
+def test_a_channels_last_run_saves_the_default_layout(prepared, tmp_path):
+    _train(prepared, tmp_path, epochs=1, cpu_channels_last=True)
+    assert all(v.is_contiguous() for v in _weights(tmp_path / "model.pt").values())
+
+
 def test_checkpoints_of_earlier_versions_still_resume():
     """Settings added later enter the fingerprint only when used: a default config fingerprints as
     it did before they existed (the value below is the earlier code's)."""
