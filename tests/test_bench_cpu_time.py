@@ -1,0 +1,38 @@
+"""bench/cpu_time.py, the CPU-time projection of a run's trainings, at a tiny grid so it cannot rot."""
+
+from __future__ import annotations
+
+import re
+import sys
+from pathlib import Path
+
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "bench"))
+
+
+def test_every_training_job_of_the_realdata_run_is_projected():
+    import cpu_time
+
+    cfg = yaml.safe_load((REPO / "realdata" / "run.yaml").read_text())
+    jobs = {j["name"]: j for j in cpu_time.jobs(cfg)}
+    assert set(jobs) == {"mae_d", "mae_nd", "unet", "unetr", "swinunetr", "attentionunet", "segresnet"}
+    assert jobs["swinunetr"]["train"]["epochs"] == 20 and jobs["unet"]["train"]["epochs"] == 30  # its own epochs
+    assert jobs["mae_d"]["task"] == "reconstruct" and jobs["mae_d"]["network"] == jobs["unet"]["network"]
+
+
+def test_cpu_time_projects_jobs_at_a_tiny_grid(capsys):
+    import cpu_time
+
+    assert cpu_time.main(["--config", str(REPO / "realdata" / "run.yaml"), "--grid", "32", "--steps", "1",
+                          "--cases", "10", "--only", "mae_d", "unet"]) == 0
+    out = capsys.readouterr().out
+    rows = re.findall(r"^(\w+) +(\d+) epochs +step +([\d.]+) CPU-s +epoch +([\d.]+) +job +(\d+) CPU-s", out, re.M)
+    assert [r[0] for r in rows] == ["mae_d", "unet"] and [int(r[1]) for r in rows] == [150, 30]
+    for _, epochs, step, epoch, job in rows:
+        # 9 training cases (one held out for validation): the MAE 5 steps of 2, a baseline 9 of 1
+        assert float(step) > 0 and float(epoch) >= float(step) and abs(int(job) - int(epochs) * float(epoch)) <= int(epochs) * 0.05 + 1  # printed to 0.1
+    total = re.search(r"trainings: ([\d,]+) CPU-s; on 2 cores at least ([\d.]+) h", out)
+    assert total, out
+    assert abs(int(total.group(1).replace(",", "")) - sum(int(r[4]) for r in rows)) <= 2
