@@ -1,6 +1,7 @@
 """The models committed in ``models/``: each file is the one its card describes, the release stays under
 20 MB, ``reconstruct`` defaults to the released MAE (D), and (with the real SkullFix training set beside the
-repository, ``../shared/data/skullfix``) each model scores on its run's test skulls exactly what its card says.
+repository, ``../shared/data/skullfix``) each model scores on its run's test skulls what its card says
+(counts exactly, means to 1e-5 relative: another CPU's floating point).
 
 Skipped while nothing is released; the real-data check skips with its reason where the data are absent.
 """
@@ -60,5 +61,11 @@ def test_evaluate_reproduces_the_card_on_the_real_test_skulls(card_path):
                            workers=2, progress=False)
     summary = summary_rows(table)
     for key, value in card["metrics"]["test"].items():
-        if key in summary:
+        if key not in summary:
+            continue
+        if isinstance(value, float):
+            # the card was scored on the release machine; another CPU's floating point moves the network's
+            # output in the last bits (an AMD EPYC: MAE (D) mean DSC 0.83998607 vs the card's 0.83998596)
+            assert summary[key] == pytest.approx(value, rel=1e-5), key
+        else:
             assert summary[key] == value, key
