@@ -6,20 +6,19 @@ The three hours of ``snakemake --profile realdata`` hold on a CPU with native bf
 without (docs/ablation.md: the same seven trainings took 4 times the CPU for a baseline on an AMD EPYC).
 This says which before the run, in a few minutes. Each training job of the config (both MAE variants,
 every baseline, a method's own ``baselines.epochs_per_method``) is built and stepped as the trainer does
-it, one thread: :func:`skullrecon.train.build_training` (network, AdamW, loss), bf16 and channels-last
-where the trainer would use them (:func:`~skullrecon.train.uses_bf16`,
-:func:`~skullrecon.train.uses_channels_last`), :func:`~skullrecon.train.train_step` on random binary
-grids at the config's grid and batch size. Per job: epochs x (training steps x median step + validation
-cases x median forward). Masks and loading are left out (whole epochs measured 1.05-1.09 times their
-steps on the EPYC), and so are preprocessing and the post-processing after training.
+it, one thread, by ``bench/gpu.py``'s own timers in CPU-seconds: ``time_steps`` (the trainer's
+:func:`~skullrecon.train.build_training` and :func:`~skullrecon.train.train_step`, so bf16 and channels-last
+where the trainer would use them, on random binary grids at the config's grid and batch size) and
+``time_forward`` (one case's forward pass). Per job, as ``bench/gpu.py`` projects a GPU's: epochs x
+(training steps x median step + validation cases x median forward). Masks and loading are left out
+(whole epochs measured 1.05-1.09 times their steps on the EPYC), and so are preprocessing and the
+post-processing after training.
 """
 
 from __future__ import annotations
 
 import argparse
 import math
-import platform
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -27,62 +26,35 @@ from pathlib import Path
 import torch
 import yaml
 
+from gpu import card_name, time_forward, time_steps  # bench/gpu.py: the same steps, timed for a GPU
 from skullrecon.settings import baseline_train
-from skullrecon.train import (LossConfig, TrainConfig, _split, build_training, train_step, uses_channels_last)
+from skullrecon.train import TrainConfig, _split
 
 
 def jobs(cfg: dict) -> list[dict]:
-    """Every training job of a run config: name, arch, network, training settings, task, loss."""
+    """Every training job of a run config: name, arch, network, training settings, loss (``gpu.trainings``
+    lists the paper run's, with its datasets' case counts; here the cases are ``--cases``)."""
     mae = cfg["mae"]
     out = [{"name": f"mae_{v}", "arch": mae["arch"], "network": mae["network"], "train": mae["train"],
-            "task": "reconstruct", "loss": mae.get("loss")} for v in mae["variants"]]
+            "loss": mae.get("loss")} for v in mae["variants"]]
     for method in cfg["baselines"]["methods"]:
         out.append({"name": method, "arch": method, "network": cfg["baselines"]["networks"][method],
-                    "train": baseline_train(cfg, method), "task": "implant", "loss": None})
+                    "train": baseline_train(cfg, method), "loss": None})
     return out
 
 
 def time_job(job: dict, grid: int, cases: int, steps: int) -> dict:
-    """Median CPU-seconds of a training step and of a validation forward pass, and the job's total."""
+    """Median CPU-seconds of a training step and of a forward pass (:func:`gpu.time_steps`,
+    :func:`gpu.time_forward`, the first of each untimed), and the job's total."""
     cpu = torch.device("cpu")
+    step = time_steps(job["arch"], job["network"], job["train"], grid, cpu, warmup=1, repeats=steps,
+                      loss=job["loss"], clock=time.process_time)
+    forward = time_forward(job["arch"], job["network"], grid, cpu, warmup=1, repeats=steps, clock=time.process_time)
     train = TrainConfig.from_dict(job["train"])
-    loss_cfg = LossConfig.from_dict(job["loss"]) if job["task"] == "reconstruct" else None
-    spec = {"arch": job["arch"], "network": job["network"], "grid": grid,
-            "keep_input": bool(loss_cfg and loss_cfg.keeps_input)}
-    net, opt, _, loss_fn, bf16 = build_training(spec, train, cpu, loss_cfg)
-    channels_last = uses_channels_last(train, cpu, bf16)
-    if channels_last:
-        net = net.to(memory_format=torch.channels_last_3d)
-    gen = torch.Generator().manual_seed(0)
-    x = (torch.rand(train.batch_size, 1, grid, grid, grid, generator=gen) > 0.9).float()
-    y = torch.maximum(x, (torch.rand(x.shape, generator=gen) > 0.95).float())
-    step = []
-    for i in range(steps + 1):  # the first step (allocations, oneDNN's kernel choice) is not counted
-        t0 = time.process_time()
-        float(train_step(net, opt, loss_fn, x, y, cpu, bf16, channels_last))
-        step.append(time.process_time() - t0)
-    forward = []
-    net.eval()
-    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-        for i in range(steps + 1):
-            t0 = time.process_time()
-            net(x[:1])
-            forward.append(time.process_time() - t0)
     n_train, n_val = (len(s) for s in _split([Path(f"{i:03d}") for i in range(cases)], train.val_fraction, train.seed))
-    per_epoch = math.ceil(n_train / train.batch_size) * statistics.median(step[1:]) + n_val * statistics.median(forward[1:])
-    return {"job": job["name"], "epochs": train.epochs, "bf16": bf16, "channels_last": channels_last,
-            "step_s": statistics.median(step[1:]), "epoch_s": per_epoch, "job_s": per_epoch * train.epochs}
-
-
-def cpu_name() -> str:
-    """The CPU's model name (Linux), else what the platform says."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
+    per_epoch = math.ceil(n_train / train.batch_size) * step["step_s"] + n_val * forward
+    return {"job": job["name"], "epochs": train.epochs, "bf16": step["bf16"], "channels_last": step["channels_last"],
+            "step_s": step["step_s"], "epoch_s": per_epoch, "job_s": per_epoch * train.epochs}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -98,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
     cfg = yaml.safe_load(args.config.read_text())
     grid = args.grid or cfg["preprocess"]["grid"]
     native_bf16 = bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    print(f"# {cpu_name()}, {args.config} at {grid}^3, {args.cases} training cases, "
+    print(f"# {card_name(torch.device('cpu'))}, {args.config} at {grid}^3, {args.cases} training cases, "
           f"one thread per job; native bf16: {native_bf16}")
     rows = []
     for job in jobs(cfg):

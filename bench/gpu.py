@@ -41,6 +41,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
@@ -54,7 +55,18 @@ DATASET_CASES = {"skullbreak": {"healthy": 114, "cases": 570, "types": 5}, "skul
 def card_name(device: torch.device) -> str:
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
-    return f"CPU {platform.processor() or platform.machine()} x{torch.get_num_threads()} threads"
+    return f"CPU {cpu_name()} x{torch.get_num_threads()} threads"
+
+
+def cpu_name() -> str:
+    """The CPU's model name (Linux; ``platform.processor()`` is empty there), else the platform's."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
 
 
 def _sync(device: torch.device) -> None:
@@ -84,18 +96,20 @@ def trainings(cfg: dict) -> list[dict]:
 
 
 def time_steps(arch: str, network: dict, train: dict, grid: int, device: torch.device, warmup: int,
-               repeats: int, loss: dict | None = None) -> dict:
-    """Median seconds per training step and peak memory of one network, as the trainer steps it."""
-    from skullrecon.train import LossConfig, TrainConfig, build_training, train_step
+               repeats: int, loss: dict | None = None, clock: Callable[[], float] = time.perf_counter) -> dict:
+    """Median seconds per training step and peak memory of one network, as the trainer steps it
+    (its network, layout, loss and autocast); ``clock`` ``time.process_time`` for CPU-seconds."""
+    from skullrecon.train import LossConfig, TrainConfig, build_training, train_step, uses_channels_last
 
     cfg = TrainConfig.from_dict(train)
-    spec = {"arch": arch, "network": network, "grid": grid}
+    loss_cfg = LossConfig.from_dict(loss)
+    spec = {"arch": arch, "network": network, "grid": grid, "keep_input": loss_cfg.keeps_input}
     torch.manual_seed(0)
     if device.type == "cuda":
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats(device)
-    loss_cfg = LossConfig.from_dict(loss)
     net, opt, _, loss_fn, bf16 = build_training(spec, cfg, device, loss_cfg)
+    channels_last = uses_channels_last(cfg, device, bf16)
     net.train()
     gen = torch.Generator().manual_seed(0)
     shape = (cfg.batch_size, 1) + (grid,) * 3
@@ -106,20 +120,21 @@ def time_steps(arch: str, network: dict, train: dict, grid: int, device: torch.d
     times = []
     for i in range(warmup + repeats):
         _sync(device)
-        t = time.perf_counter()
-        loss = train_step(net, opt, loss_fn, x, y, device, bf16)
+        t = clock()
+        loss = train_step(net, opt, loss_fn, x, y, device, bf16, channels_last)
         _sync(device)
         if i >= warmup:
-            times.append(time.perf_counter() - t)
+            times.append(clock() - t)
     finite = math.isfinite(float(loss))
     peak = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else float("nan")
     params = sum(p.numel() for p in net.parameters())
     del net, opt
     return {"step_s": statistics.median(times), "peak_gib": peak, "finite": finite, "params": params,
-            "bf16": bf16, "batch": cfg.batch_size}
+            "bf16": bf16, "channels_last": channels_last, "batch": cfg.batch_size}
 
 
-def time_forward(arch: str, network: dict, grid: int, device: torch.device, warmup: int, repeats: int) -> float:
+def time_forward(arch: str, network: dict, grid: int, device: torch.device, warmup: int, repeats: int,
+                 clock: Callable[[], float] = time.perf_counter) -> float:
     """Median seconds of one case's reconstruction on the grid, as the paper times it: the input copied to the
     device, :func:`skullrecon.infer.probabilities`, the threshold on the device and the uint8 result copied back."""
     from skullrecon.infer import probabilities
@@ -131,11 +146,11 @@ def time_forward(arch: str, network: dict, grid: int, device: torch.device, warm
     times = []
     for i in range(warmup + repeats):
         _sync(device)
-        t = time.perf_counter()
+        t = clock()
         (probabilities(net, x, device) >= 0.5).to(torch.uint8).cpu()
         _sync(device)
         if i >= warmup:
-            times.append(time.perf_counter() - t)
+            times.append(clock() - t)
     return statistics.median(times)
 
 

@@ -19,7 +19,8 @@ def test_every_training_job_of_the_realdata_run_is_projected():
     jobs = {j["name"]: j for j in cpu_time.jobs(cfg)}
     assert set(jobs) == {"mae_d", "mae_nd", "unet", "unetr", "swinunetr", "attentionunet", "segresnet"}
     assert jobs["swinunetr"]["train"]["epochs"] == 20 and jobs["unet"]["train"]["epochs"] == 30  # its own epochs
-    assert jobs["mae_d"]["task"] == "reconstruct" and jobs["mae_d"]["network"] == jobs["unet"]["network"]
+    assert jobs["mae_d"]["loss"] == cfg["mae"]["loss"] and jobs["unet"]["loss"] is None  # the MAE's own loss
+    assert jobs["mae_d"]["network"] == jobs["unet"]["network"]
 
 
 def test_cpu_time_projects_jobs_at_a_tiny_grid(capsys):
@@ -32,7 +33,8 @@ def test_cpu_time_projects_jobs_at_a_tiny_grid(capsys):
     assert [r[0] for r in rows] == ["mae_d", "unet"] and [int(r[1]) for r in rows] == [150, 30]
     for _, epochs, step, epoch, job in rows:
         # 9 training cases (one held out for validation): the MAE 5 steps of 2, a baseline 9 of 1
-        assert float(step) > 0 and float(epoch) >= float(step) and abs(int(job) - int(epochs) * float(epoch)) <= int(epochs) * 0.05 + 1  # printed to 0.1
+        assert float(step) > 0 and float(epoch) >= float(step)
+        assert abs(int(job) - int(epochs) * float(epoch)) <= int(epochs) * 0.05 + 1  # the epoch printed to 0.1
     total = re.search(r"trainings: ([\d,]+) CPU-s; on 2 cores at least ([\d.]+) h", out)
     assert total, out
     assert abs(int(total.group(1).replace(",", "")) - sum(int(r[4]) for r in rows)) <= 2

@@ -246,14 +246,18 @@ def make_loader(ds: Dataset, cfg: TrainConfig, device: torch.device) -> tuple[Da
 
 def build_training(spec: dict[str, Any], cfg: TrainConfig, device: torch.device, loss_cfg: LossConfig | None = None):
     """Network, AdamW, the per-epoch learning-rate schedule, the loss and whether bf16 autocast
-    is on, as trained."""
+    is on, as trained (the network channels-last where :func:`uses_channels_last` says so: pass
+    that to :func:`train_step` too)."""
+    bf16 = uses_bf16(cfg, device)
     net = network_for(spec).to(device)
+    if uses_channels_last(cfg, device, bf16):  # before AdamW's state exists: its moments follow the parameters' layout
+        net = net.to(memory_format=torch.channels_last_3d)
     opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     if cfg.schedule == "cosine":
         sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda e: cosine_factor(e, cfg.epochs, cfg.warmup_epochs))
     else:
         sched = torch.optim.lr_scheduler.ExponentialLR(opt, gamma=cfg.gamma)
-    return net, opt, sched, _loss_fn(loss_cfg or LossConfig()), uses_bf16(cfg, device)
+    return net, opt, sched, _loss_fn(loss_cfg or LossConfig()), bf16
 
 
 def cosine_factor(epoch: int, epochs: int, warmup: int) -> float:
@@ -426,9 +430,7 @@ def train_model(
         train_ds, val_ds = PairDataset(train_files), PairDataset(val_files)
 
     net, opt, sched, loss_fn, use_bf16 = build_training(spec, cfg, dev, loss_cfg)
-    channels_last = uses_channels_last(cfg, dev, use_bf16)
-    if channels_last:  # before the optimiser's state exists: AdamW's moments follow the parameters' layout
-        net = net.to(memory_format=torch.channels_last_3d)
+    channels_last = uses_channels_last(cfg, dev, use_bf16)  # the network already is (build_training)
     ema = make_ema(net, cfg.ema)
 
     checkpoint_dir, log_csv = Path(checkpoint_dir), Path(log_csv)
