@@ -213,7 +213,7 @@ def paired_markdown(paired: pd.DataFrame) -> list[str]:
     if paired.empty:
         return []
     ref = METHOD_LABELS.get(paired["reference"].iloc[0], paired["reference"].iloc[0])
-    resamplings = int(paired["resamplings"].iloc[0]) if "resamplings" in paired else 10_000
+    resamplings = int(paired["resamplings"].iloc[0])  # paired_bootstrap's n_boot, on every row
     lines = [f"# {ref} against each method: paired differences on the same cases", "",
              f"Mean of the per-case differences ({ref} minus the method) with a paired bootstrap 95 % interval "
              f"({resamplings:,} resamplings of the cases). DSC: above 0 favours "
