@@ -9,7 +9,8 @@ trainer's own seeded validation split, one thread), with settings overridden on 
 
 ``--data`` is a preprocessed training split (``cases/``, ``healthy/``: the ``realdata/`` training ids
 only). Each epoch's row (with ``cpu_seconds``, this process's CPU time) goes to
-``<out>/<name>/history.csv`` as training goes, so a run can be stopped at any time. Then
+``<out>/<name>/history.csv`` as training goes, so a run can be stopped at any time (``--device cuda``
+trains on a GPU: the curves against epochs, as ``gpu/recipes.sh`` runs them on a lent card). Then
 
     python bench/recipe.py table results/recipe/old results/recipe/new [--thresholds 0.70 0.75 0.79]
 
@@ -44,7 +45,7 @@ def train(args: argparse.Namespace) -> None:
                                                    "mae": cfg["mae"], "baselines": cfg["baselines"]}, indent=1))
     common = dict(input_dirs=[args.data], model_path=out / "model.pt", history_path=out / "history-final.csv",
                   checkpoint_dir=out, method=args.method, grid=cfg["preprocess"]["grid"],
-                  margin=cfg["preprocess"]["margin"], device="cpu")
+                  margin=cfg["preprocess"]["margin"], device=args.device)
     if is_mae(args.method):
         mae = cfg["mae"]
         train_run("reconstruct", arch=mae["arch"], network=mae["network"], train=mae["train"],
@@ -91,6 +92,7 @@ def main() -> None:
     t.add_argument("--method", default="mae_d", help="mae_d, mae_nd or a baseline name")
     t.add_argument("--set", action="append", default=[], help="a.b.c=value override (YAML value)")
     t.add_argument("--threads", type=int, default=1)
+    t.add_argument("--device", default="cpu", help="cpu (the default: CPU-seconds are what this compares), cuda or auto")
     t.add_argument("--out", type=Path, default=Path("results/recipe"))
     s = sub.add_parser("table")
     s.add_argument("runs", nargs="+", type=Path)
