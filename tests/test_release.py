@@ -20,7 +20,7 @@ import yaml
 
 from skullrecon.cli import main
 from skullrecon.evaluate import evaluate_model, summary_rows
-from skullrecon.release import release_from_run, resolve_model
+from skullrecon.release import DEFAULT_MODEL, release_from_run, resolve_model
 
 DATA = Path(__file__).resolve().parent / "data"
 _spec = importlib.util.spec_from_file_location("make_reconstruct_model", DATA / "make_reconstruct_model.py")
@@ -129,12 +129,13 @@ def test_altered_bytes_are_refused_with_one_line(released, tmp_path, monkeypatch
 def test_reconstruct_uses_the_default_release(released, tmp_path, monkeypatch, capsys):
     models = tmp_path / "models"
     shutil.copytree(released["models"], models)
+    name = DEFAULT_MODEL
     for suffix in (".pt", ".json", ".md"):
-        (models / f"tiny{suffix}").rename(models / f"mae_d{suffix}")
-    card = json.loads((models / "mae_d.json").read_text())
-    (models / "mae_d.json").write_text(json.dumps({**card, "name": "mae_d", "file": "mae_d.pt"}))
+        (models / f"tiny{suffix}").rename(models / f"{name}{suffix}")
+    card = json.loads((models / f"{name}.json").read_text())
+    (models / f"{name}.json").write_text(json.dumps({**card, "name": name, "file": f"{name}.pt"}))
     monkeypatch.setenv("SKULLRECON_MODELS", str(models))
-    assert resolve_model(None) == (models / "mae_d.pt", card["sha256"])
+    assert resolve_model(None) == (models / f"{name}.pt", card["sha256"])
     defective = released["data"] / "defective_skull" / "bilateral" / "000.nrrd"
     assert main(["reconstruct", str(defective), "--out", str(tmp_path / "out"), "--no-stl"]) in (0, 3)
     assert (tmp_path / "out" / "implant.nrrd").is_file()

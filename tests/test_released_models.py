@@ -1,8 +1,9 @@
 """The models committed in ``models/``: each file is the one its card describes, the releases stay under
 30 MB (two runs' three networks, about 4.5 MB each with their TorchScript copy: the repository also travels
-whole to a lent GPU machine, 64 MiB at most), ``reconstruct`` defaults to the released MAE (D), and (with the real SkullFix training set beside the
-repository, ``../shared/data/skullfix``) each model scores on its run's test skulls what its card says
-(counts exactly, means to 1e-5 relative: another CPU's floating point).
+whole to a lent GPU machine, 64 MiB at most), ``reconstruct`` defaults to the released GPU-trained MAE (D),
+and (with the real SkullFix training set beside the repository, ``../shared/data/skullfix``) each model
+scores on its run's test skulls what its card says (counts exactly, means to 1e-5 relative: another CPU's
+floating point).
 
 Skipped while nothing is released; the real-data check skips with its reason where the data are absent.
 """
@@ -44,10 +45,10 @@ def test_the_releases_fit_30_mb():
     assert sum((REPO / "models" / _card(p)["file"]).stat().st_size for p in CARDS) < 30e6
 
 
-def test_reconstruct_defaults_to_the_released_mae_d():
+def test_reconstruct_defaults_to_the_released_mae_d_gpu():
     assert models_dir() == REPO / "models"
     path, sha256 = resolve_model(None)
-    assert path == REPO / "models" / "mae_d.pt" and sha256 == _card(REPO / "models" / "mae_d.json")["sha256"]
+    assert path == REPO / "models" / "mae_d_gpu.pt" and sha256 == _card(REPO / "models" / "mae_d_gpu.json")["sha256"]
 
 
 @pytest.mark.slow  # about a minute per model: 14 real 512x512 skulls read, upsampled and scored
