@@ -296,6 +296,7 @@ def slurm_limits(profile: Path, rules: Path = REPO / "workflow" / "rules" / "tra
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--config", type=Path, default=REPO / "config.yaml")
+    ap.add_argument("--set", action="append", default=[], help="a.b.c=value override of the config (YAML value)")
     ap.add_argument("--slurm-profile", type=Path, default=REPO / "slurm" / "config.yaml")
     ap.add_argument("--device", default="auto", help="auto | cuda | cpu")
     ap.add_argument("--grid", type=int, default=None, help="network grid (default: the config's, 256)")
@@ -316,9 +317,11 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
 
     from skullrecon.models import pick_device
-    from skullrecon.settings import baseline_train
+    from skullrecon.settings import apply_override, baseline_train
 
     cfg = yaml.safe_load(args.config.read_text())
+    for override in args.set:
+        apply_override(cfg, override)
     device = pick_device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
         ap.error("--device cuda asked for, but no CUDA GPU is available")
@@ -338,7 +341,8 @@ def main(argv: list[str] | None = None) -> int:
     def say(text: str) -> None:
         print(f"[{card}] {text}", flush=True)
 
-    say(f"torch {torch.__version__}, grid {grid}^3, loader grid {loader_grid}^3, config {args.config.name}")
+    overrides = "".join(f" --set {o}" for o in args.set)
+    say(f"torch {torch.__version__}, grid {grid}^3, loader grid {loader_grid}^3, config {args.config.name}{overrides}")
     if args.child:  # one network in this process: its numbers as one JSON line for the parent
         arch, network, train = archs[args.child]
         try:
@@ -369,6 +373,7 @@ def main(argv: list[str] | None = None) -> int:
             continue
         cmd = [sys.executable, __file__, "--child", name, "--config", str(args.config), "--device", str(device),
                "--grid", str(grid), "--warmup", str(args.warmup), "--repeats", str(args.repeats)]
+        cmd += [f"--set={override}" for override in args.set]  # the child measures the same config
         try:
             proc = subprocess.run(cmd, capture_output=True, text=True, timeout=limit)
             lines = proc.stdout.strip().splitlines()

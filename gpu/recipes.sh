@@ -35,25 +35,21 @@ fi
     python3 -c "import torch, monai; print('torch', torch.__version__, 'monai', monai.__version__,
 'cpu native bf16', torch.ops.mkldnn._is_mkldnn_bf16_supported())"
     # the paper config with the kept recipe's MAE loss and schedule (the step time is what the projection needs)
-    python3 - "$RUNS/config-256-kept.yaml" <<'EOF'
-import sys, yaml
-cfg = yaml.safe_load(open("config.yaml"))
-cfg["mae"]["loss"] = {"whole": 0.0, "region": 0.0, "added": 1.0}
-cfg["mae"]["train"].update(schedule="cosine", warmup_epochs=5, ema=0.99)
-yaml.safe_dump(cfg, open(sys.argv[1], "w"))
-EOF
     # shellcheck disable=SC2086
-    timeout 150 python3 bench/gpu.py --config "$RUNS/config-256-kept.yaml" $CHECK
+    timeout 150 python3 bench/gpu.py --config config.yaml --set "mae.loss={whole: 0, region: 0, added: 1}" \
+        --set mae.train.schedule=cosine --set mae.train.warmup_epochs=5 --set mae.train.ema=0.99 $CHECK
 } > "$OUT/gpu-check.txt" 2>&1
 
-common=(--config realdata/run.yaml --data "$DATA" --device "$DEVICE" --out "$RUNS" --threads 1 ${EXTRA:-})
+CONFIG=realdata/run.yaml
+common=(--config "$CONFIG" --data "$DATA" --device "$DEVICE" --out "$RUNS" --threads 1 ${EXTRA:-})
+listed() { python3 -c "import sys, yaml; print(*yaml.safe_load(open(sys.argv[1]))[sys.argv[2]][sys.argv[3]])" "$CONFIG" "$@"; }
 for e in $MAE_EPOCHS; do
-    for v in d nd; do
+    for v in $(listed mae variants); do
         timeout "$DEADLINE" python3 bench/recipe.py train "${common[@]}" --name "mae_$v-$e" --method "mae_$v" \
             --set mae.train.epochs="$e" --set mae.train.num_workers=1 > "$RUNS/mae_$v-$e.log" 2>&1 &
     done
 done
-for m in unet unetr swinunetr attentionunet segresnet; do
+for m in $(listed baselines methods); do
     timeout "$DEADLINE" python3 bench/recipe.py train "${common[@]}" --name "$m-$BASE_EPOCHS" --method "$m" \
         --set baselines.train.epochs="$BASE_EPOCHS" --set "baselines.epochs_per_method={}" \
         --set baselines.train.num_workers=1 > "$RUNS/$m-$BASE_EPOCHS.log" 2>&1 &

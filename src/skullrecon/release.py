@@ -28,8 +28,8 @@ from skullrecon.settings import is_mae
 __all__ = ["DEFAULT_MODEL", "CARD_FORMAT", "models_dir", "released", "resolve_model", "sha256_of",
            "release_from_run", "headline"]
 
-#: What ``skullrecon reconstruct`` uses without ``--model``.
-# the MAE (D) with the highest validation score released: the GPU-trained one (0.797 against the CPU run's 0.769)
+#: What ``skullrecon reconstruct`` uses without ``--model``: the released MAE (D) with the highest
+#: validation score, the GPU-trained one (0.797 against the CPU run's 0.769).
 DEFAULT_MODEL = "mae_d_gpu"
 CARD_FORMAT = "skullrecon-model-card/1"
 
