@@ -1,5 +1,5 @@
 """The models committed in ``models/``: each file is the one its card describes, the releases stay under
-30 MB (two runs' three networks, about 4.5 MB each with their TorchScript copy: the repository also travels
+35 MB (seven networks of two runs, about 4.5 MB each with their TorchScript copy: the repository also travels
 whole to a lent GPU machine, 64 MiB at most), ``reconstruct`` defaults to the released GPU-trained MAE (D),
 and (with the real SkullFix training set beside the repository, ``../shared/data/skullfix``) each model
 scores on its run's test skulls what its card says (counts exactly, means to 1e-5 relative: another CPU's
@@ -41,8 +41,8 @@ def test_each_file_is_the_one_its_card_describes(card_path):
     assert card["metrics"]["test"]["cases"] == len(training["test_ids"])
 
 
-def test_the_releases_fit_30_mb():
-    assert sum((REPO / "models" / _card(p)["file"]).stat().st_size for p in CARDS) < 30e6
+def test_the_releases_fit_35_mb():
+    assert sum((REPO / "models" / _card(p)["file"]).stat().st_size for p in CARDS) < 35e6
 
 
 def test_reconstruct_defaults_to_the_released_mae_d_gpu():
