@@ -500,6 +500,26 @@ def test_added_loss_scores_the_bone_the_input_lacks_and_the_output_keeps_the_inp
     assert torch.equal(out[masked < 0.5], inner[masked < 0.5])
 
 
+def test_added_cross_entropy_is_torch_bce_over_the_voxels_the_input_lacks():
+    """``added_ce``: PyTorch's binary cross-entropy averaged over the voxels where the input has no
+    bone (the reference: BCE of exactly those voxels), nothing from the input's own bone."""
+    skull, mask, masked = _blobs()
+    logits = torch.randn_like(skull) * 3
+    ce = _loss_fn(LossConfig(whole=0.0, added_ce=1.0))
+    free = masked < 0.5
+    expected = torch.nn.functional.binary_cross_entropy_with_logits(logits[free], skull[free])
+    assert float(ce(logits, skull, masked)) == pytest.approx(float(expected), rel=1e-5)
+    moved = logits.clone()
+    moved[~free] = -50.0  # the input's own bone is kept by the network, whatever these logits say
+    assert float(ce(moved, skull, masked)) == pytest.approx(float(expected), rel=1e-5)
+    both = _loss_fn(LossConfig(whole=0.0, added=1.0, added_ce=0.5))
+    dice = _loss_fn(LossConfig(whole=0.0, added=1.0))
+    assert float(both(logits, skull, masked)) == pytest.approx(float(dice(logits, skull, masked)) + 0.5 * float(expected),
+                                                               rel=1e-5)
+    assert LossConfig(whole=0.0, added_ce=1.0).keeps_input
+    assert LossConfig(added=1.0).as_spec() == {"whole": 1.0, "region": 0.0, "added": 1.0}  # as files made before it
+
+
 def test_mae_trained_to_add_bone_saves_a_network_that_keeps_its_input(prepared, tmp_path):
     from skullrecon.models import KeepInput, load_model
 

@@ -23,6 +23,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 
 from skullrecon.augment import AugmentConfig, augment_skull
@@ -110,8 +111,10 @@ class LossConfig:
     the removed patches (prediction and skull both restricted to the mask) + ``added`` x soft Dice
     of the bone the network adds (prediction and skull both restricted to where the input has no
     bone: the implant of a reconstruction, what the baselines' loss scores, and what
-    ``val_restored_dsc`` measures). With ``added`` the network's output keeps the input's bone
-    (the copying is built in, not learned; :class:`~skullrecon.models.KeepInput`).
+    ``val_restored_dsc`` measures) + ``added_ce`` x binary cross-entropy over the same voxels
+    (nnU-Net's Dice + CE: a gradient at every voxel, where soft Dice's is spread by its
+    denominator). With either the network's output keeps the input's bone (the copying is built
+    in, not learned; :class:`~skullrecon.models.KeepInput`).
 
     Whole-skull Dice alone is dominated by the bone the network only has to copy (the removed
     bone is a few percent of the skull); the region term scores the reconstruction of the
@@ -121,22 +124,25 @@ class LossConfig:
     whole: float = 1.0
     region: float = 0.0
     added: float = 0.0
+    added_ce: float = 0.0
 
     def __post_init__(self) -> None:
-        if min(self.whole, self.region, self.added) < 0 or self.whole + self.region + self.added <= 0:
+        weights = (self.whole, self.region, self.added, self.added_ce)
+        if min(weights) < 0 or sum(weights) <= 0:
             raise ValueError(f"loss weights must be >= 0 and not all 0, got whole={self.whole}, "
-                             f"region={self.region}, added={self.added}")
+                             f"region={self.region}, added={self.added}, added_ce={self.added_ce}")
 
     def as_spec(self) -> dict[str, float]:
-        """The weights as model files and checkpoint fingerprints record them (``added`` only when
-        used, so that files and checkpoints made before it existed read the same)."""
-        return {k: v for k, v in asdict(self).items() if k != "added" or v}
+        """The weights as model files and checkpoint fingerprints record them (the later terms
+        ``added`` and ``added_ce`` only when used, so that files and checkpoints made before they
+        existed read the same)."""
+        return {k: v for k, v in asdict(self).items() if k not in ("added", "added_ce") or v}
 
     @property
     def keeps_input(self) -> bool:
         """Whether the network's output keeps the input's bone (:class:`~skullrecon.models.KeepInput`):
-        with the ``added`` term nothing else teaches it to."""
-        return self.added > 0
+        with the ``added`` terms nothing else teaches it to."""
+        return self.added + self.added_ce > 0
 
     @classmethod
     def from_dict(cls, d: dict[str, Any] | None) -> LossConfig:
@@ -338,16 +344,19 @@ def _loss_fn(cfg: LossConfig) -> Callable[[torch.Tensor, torch.Tensor], torch.Te
     whole, region = DiceLoss(sigmoid=True), DiceLoss(sigmoid=False)
 
     def loss(logits: torch.Tensor, target: torch.Tensor, given: torch.Tensor | None = None) -> torch.Tensor:
-        if target.shape[1] == 1 and not cfg.added:
+        if target.shape[1] == 1 and not cfg.keeps_input:
             return whole(logits, target)
         skull = target[:, :1]
         value = cfg.whole * whole(logits, skull) if cfg.whole else 0.0
         if cfg.region:
             mask = target[:, 1:]
             value = value + cfg.region * region(torch.sigmoid(logits) * mask, skull * mask)
+        free = 1 - given if cfg.keeps_input else None  # where the input has no bone
         if cfg.added:
-            free = 1 - given  # where the input has no bone
             value = value + cfg.added * region(torch.sigmoid(logits) * free, skull * free)
+        if cfg.added_ce:
+            ce = F.binary_cross_entropy_with_logits(logits, skull, reduction="none")
+            value = value + cfg.added_ce * (ce * free).sum() / free.sum().clamp(min=1)
         return value
 
     return loss
