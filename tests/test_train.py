@@ -336,7 +336,8 @@ def test_region_loss_sees_the_patches_whole_loss_barely_does():
         LossConfig.from_dict({"patch": 1.0})
 
 
-def test_mae_with_region_loss_trains_and_gets_the_mask_channel(prepared, tmp_path):
+@pytest.mark.parametrize("weights", [{"whole": 1.0, "region": 1.0}, {"whole": 0.0, "added": 1.0, "region_ce": 1.0}])
+def test_mae_with_region_loss_trains_and_gets_the_mask_channel(prepared, tmp_path, weights):
     healthy = sorted((prepared / "healthy").glob("*.npz"))
     mask_cfg = MaskConfig(n_patches=(1, 2), patch_size_mm=(20.0, 50.0))
     x, y = MaskedSkullDataset(healthy, mask_cfg, seed=0, with_mask=True)[0]
@@ -346,10 +347,10 @@ def test_mae_with_region_loss_trains_and_gets_the_mask_channel(prepared, tmp_pat
     summary = train_model("reconstruct", healthy, out / "model.pt", {**SPEC, "method": "mae_d"},
                           TrainConfig(**{**SETTINGS, "epochs": 1}), out / "ckpt", out / "ckpt" / "history.csv",
                           mask_cfg=mask_cfg, device="cpu", progress=False, log=lambda *_: None,
-                          loss=LossConfig(whole=1.0, region=1.0))
+                          loss=LossConfig(**weights))
     assert math.isfinite(summary["val_dsc"])
     spec = torch.load(out / "model.pt", map_location="cpu", weights_only=True)["spec"]
-    assert spec["loss"] == {"whole": 1.0, "region": 1.0}
+    assert spec["loss"] == {"region": 0.0, **weights}
 
 
 def test_cosine_schedule_warms_up_then_decays_to_near_zero():
@@ -518,6 +519,24 @@ def test_added_cross_entropy_is_torch_bce_over_the_voxels_the_input_lacks():
                                                                rel=1e-5)
     assert LossConfig(whole=0.0, added_ce=1.0).keeps_input
     assert LossConfig(added=1.0).as_spec() == {"whole": 1.0, "region": 0.0, "added": 1.0}  # as files made before it
+
+
+def test_region_cross_entropy_is_torch_bce_inside_the_removed_patches():
+    """``region_ce``: PyTorch's binary cross-entropy averaged over the removed patches only; the
+    trainer hands it the mask channel, as it does for ``region``."""
+    skull, mask, masked = _blobs()
+    logits = torch.randn_like(skull) * 3
+    ce = _loss_fn(LossConfig(whole=0.0, region_ce=1.0))
+    inside = mask > 0.5
+    expected = torch.nn.functional.binary_cross_entropy_with_logits(logits[inside], skull[inside])
+    target = torch.cat([skull, mask], dim=1)
+    assert float(ce(logits, target, masked)) == pytest.approx(float(expected), rel=1e-5)
+    moved = logits.clone()
+    moved[~inside] = 50.0  # outside the patches nothing counts
+    assert float(ce(moved, target, masked)) == pytest.approx(float(expected), rel=1e-5)
+    assert LossConfig(region_ce=1.0).needs_mask and not LossConfig(region_ce=1.0).keeps_input
+    assert LossConfig(added=1.0, region_ce=0.5).as_spec() == {"whole": 1.0, "region": 0.0, "added": 1.0,
+                                                              "region_ce": 0.5}
 
 
 def test_mae_trained_to_add_bone_saves_a_network_that_keeps_its_input(prepared, tmp_path):

@@ -113,8 +113,11 @@ class LossConfig:
     bone: the implant of a reconstruction, what the baselines' loss scores, and what
     ``val_restored_dsc`` measures) + ``added_ce`` x binary cross-entropy over the same voxels
     (nnU-Net's Dice + CE: a gradient at every voxel, where soft Dice's is spread by its
-    denominator). With either the network's output keeps the input's bone (the copying is built
-    in, not learned; :class:`~skullrecon.models.KeepInput`).
+    denominator) + ``region_ce`` x binary cross-entropy inside the removed patches only (where
+    bone and air are both to be found; outside them every voxel the input lacks is air, and that
+    majority can drive a cross-entropy to add nothing, docs/ablation.md). With ``added`` or
+    ``added_ce`` the network's output keeps the input's bone (the copying is built in, not
+    learned; :class:`~skullrecon.models.KeepInput`).
 
     Whole-skull Dice alone is dominated by the bone the network only has to copy (the removed
     bone is a few percent of the skull); the region term scores the reconstruction of the
@@ -125,18 +128,25 @@ class LossConfig:
     region: float = 0.0
     added: float = 0.0
     added_ce: float = 0.0
+    region_ce: float = 0.0
 
     def __post_init__(self) -> None:
-        weights = (self.whole, self.region, self.added, self.added_ce)
+        weights = (self.whole, self.region, self.added, self.added_ce, self.region_ce)
         if min(weights) < 0 or sum(weights) <= 0:
             raise ValueError(f"loss weights must be >= 0 and not all 0, got whole={self.whole}, "
-                             f"region={self.region}, added={self.added}, added_ce={self.added_ce}")
+                             f"region={self.region}, added={self.added}, added_ce={self.added_ce}, "
+                             f"region_ce={self.region_ce}")
 
     def as_spec(self) -> dict[str, float]:
         """The weights as model files and checkpoint fingerprints record them (the later terms
-        ``added`` and ``added_ce`` only when used, so that files and checkpoints made before they
-        existed read the same)."""
-        return {k: v for k, v in asdict(self).items() if k not in ("added", "added_ce") or v}
+        only when used, so that files and checkpoints made before they existed read the same)."""
+        later = ("added", "added_ce", "region_ce")
+        return {k: v for k, v in asdict(self).items() if k not in later or v}
+
+    @property
+    def needs_mask(self) -> bool:
+        """Whether the loss reads the removed patches (the target's second channel)."""
+        return self.region + self.region_ce > 0
 
     @property
     def keeps_input(self) -> bool:
@@ -348,9 +358,12 @@ def _loss_fn(cfg: LossConfig) -> Callable[[torch.Tensor, torch.Tensor], torch.Te
             return whole(logits, target)
         skull = target[:, :1]
         value = cfg.whole * whole(logits, skull) if cfg.whole else 0.0
+        mask = target[:, 1:] if cfg.needs_mask else None
         if cfg.region:
-            mask = target[:, 1:]
             value = value + cfg.region * region(torch.sigmoid(logits) * mask, skull * mask)
+        if cfg.region_ce:
+            ce = F.binary_cross_entropy_with_logits(logits, skull, reduction="none")
+            value = value + cfg.region_ce * (ce * mask).sum() / mask.sum().clamp(min=1)
         free = 1 - given if cfg.keeps_input else None  # where the input has no bone
         if cfg.added:
             value = value + cfg.added * region(torch.sigmoid(logits) * free, skull * free)
@@ -433,7 +446,7 @@ def train_model(
         if loss_cfg.keeps_input:
             spec = {**spec, "keep_input": True}
         train_ds: Dataset = MaskedSkullDataset(train_files, mask_cfg, cfg.seed, augment,
-                                               with_mask=loss_cfg.region > 0, coarse_epochs=cfg.coarse_epochs)
+                                               with_mask=loss_cfg.needs_mask, coarse_epochs=cfg.coarse_epochs)
         val_ds: Dataset = MaskedSkullDataset(val_files, mask_cfg, cfg.seed + 1, fixed=True)
     else:
         train_ds, val_ds = PairDataset(train_files), PairDataset(val_files)
