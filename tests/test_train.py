@@ -388,6 +388,49 @@ def test_coarse_epochs_train_on_half_the_grid_and_validate_on_the_whole(prepared
     assert fixed[0, 0][0].shape == (1, 32, 32, 32)
 
 
+def test_crop_window_is_centred_on_a_target_voxel_and_moved_inside_the_grid():
+    from skullrecon.train import crop_window
+
+    target = np.zeros((20, 20, 20), bool)
+    target[18, 1, 10] = True  # near two faces: the window moves inside
+    assert crop_window(target, 8, np.random.default_rng(0)) == (slice(12, 20), slice(0, 8), slice(6, 14))
+    target[:] = False
+    target[10, 10, 10] = True
+    assert crop_window(target, 8, np.random.default_rng(0)) == (slice(6, 14),) * 3
+    assert crop_window(np.zeros((20, 20, 20), bool), 8, np.random.default_rng(0)) == (slice(6, 14),) * 3
+    assert all(w.stop - w.start == 24 for w in crop_window(target, 24, np.random.default_rng(0)))  # numpy clips
+
+
+def test_crop_trains_on_windows_around_removed_bone_and_validates_on_the_whole_grid(prepared, tmp_path):
+    from skullrecon.train import PairDataset
+
+    healthy = sorted((prepared / "healthy").glob("*.npz"))
+    mask_cfg = MaskConfig(n_patches=(1, 2), patch_size_mm=(20.0, 50.0))
+    whole = MaskedSkullDataset(healthy, mask_cfg, seed=0, with_mask=True)
+    cropped = MaskedSkullDataset(healthy, mask_cfg, seed=0, with_mask=True, crop=16)
+    for epoch in range(3):
+        (x, y), (xc, yc) = whole[epoch, 0], cropped[epoch, 0]
+        assert xc.shape == (1, 16, 16, 16) and yc.shape == (2, 16, 16, 16)
+        assert float((yc[0] * yc[1]).sum()) > 0  # removed bone in every window
+        assert float((yc[0] - xc[0]).sum()) > 0
+        # the same masks as the whole grid's, cut out of it
+        found = [w for w in np.ndindex(17, 17, 17)
+                 if torch.equal(x[:, w[0]:w[0] + 16, w[1]:w[1] + 16, w[2]:w[2] + 16], xc)
+                 and torch.equal(y[:, w[0]:w[0] + 16, w[1]:w[1] + 16, w[2]:w[2] + 16], yc)]
+        assert found
+    pairs = sorted((prepared / "cases").glob("*.npz"))
+    d, i = PairDataset(pairs, crop=16, seed=0)[0, 0]
+    assert d.shape == i.shape == (1, 16, 16, 16) and float(i.sum()) > 0
+    out = tmp_path / "mae"
+    summary = train_model("reconstruct", healthy, out / "model.pt", {**SPEC, "method": "mae_d"},
+                          TrainConfig(**{**SETTINGS, "epochs": 1, "crop": 16}), out / "ckpt",
+                          out / "ckpt" / "history.csv", mask_cfg=mask_cfg, device="cpu", progress=False,
+                          log=lambda *_: None, loss=LossConfig(whole=0.0, added=1.0))
+    assert math.isfinite(summary["val_dsc"])  # validated on whole 32^3 grids
+    rows = list(csv.DictReader((out / "ckpt" / "history.csv").open()))
+    assert len(rows) == 1 and math.isfinite(float(rows[0]["val_restored_dsc"]))
+
+
 def test_ema_weights_are_validated_saved_and_resumed(prepared, tmp_path):
     """With ``ema`` the saved network is the average, not the last step; a killed-and-resumed run
     (here: shorter run continued) ends with the same averaged weights as an uninterrupted one."""

@@ -37,7 +37,8 @@ __all__ = ["TrainConfig", "LossConfig", "MaskedSkullDataset", "PairDataset", "Ep
 
 TASKS = ("reconstruct", "implant")
 SCHEDULES = ("exponential", "cosine")
-_LATER_SETTINGS = ("cpu_bf16", "schedule", "warmup_epochs", "ema", "coarse_epochs", "cpu_channels_last")
+_LATER_SETTINGS = ("cpu_bf16", "schedule", "warmup_epochs", "ema", "coarse_epochs", "cpu_channels_last",
+                   "crop")
 
 
 @dataclass
@@ -72,6 +73,12 @@ class TrainConfig:
             average of the binary grid, thresholded at 0.5; masks drawn in millimetres as before),
             the rest on the full grid; the network is fully convolutional. Validation is always on
             the full grid. MAE only.
+        crop: train on ``crop``^3 windows of the grid (0: the whole grid), nnU-Net's patch
+            training: each window is centred on a random voxel of what is to be learned (a removed
+            voxel for the MAE, an implant voxel for a baseline), moved inside the grid. A step
+            costs about the window's share of the voxels; validation, the saved network and
+            inference see the whole grid (the network is fully convolutional). A multiple of the
+            network's total stride.
     """
 
     epochs: int = 1200
@@ -90,8 +97,11 @@ class TrainConfig:
     ema: float = 0.0
     coarse_epochs: int = 0
     cpu_channels_last: bool = False
+    crop: int = 0
 
     def __post_init__(self) -> None:
+        if self.crop < 0:
+            raise ValueError(f"crop must be >= 0 (0: the whole grid), got {self.crop}")
         if self.schedule not in SCHEDULES:
             raise ValueError(f"schedule must be one of {SCHEDULES}, got {self.schedule!r}")
         if not 0 <= self.ema < 1:
@@ -171,10 +181,10 @@ class MaskedSkullDataset(Dataset):
 
     def __init__(self, files: Sequence[Path], mask_cfg: MaskConfig, seed: int,
                  augment: AugmentConfig | None = None, fixed: bool = False, with_mask: bool = False,
-                 coarse_epochs: int = 0):
+                 coarse_epochs: int = 0, crop: int = 0):
         self.files, self.mask_cfg, self.seed = list(files), mask_cfg, seed
         self.augment, self.fixed, self.epoch, self.with_mask = augment, fixed, 0, with_mask
-        self.coarse_epochs = coarse_epochs
+        self.coarse_epochs, self.crop = coarse_epochs, crop
 
     def __len__(self) -> int:
         return len(self.files)
@@ -190,6 +200,9 @@ class MaskedSkullDataset(Dataset):
             skull = augment_skull(skull, self.augment, rng)
         mask = make_mask(skull, spacing, self.mask_cfg, rng)
         masked = apply_mask(skull, mask)
+        if self.crop:
+            window = crop_window(mask & skull, self.crop, rng)
+            skull, mask, masked = skull[window], mask[window], masked[window]
         if self.with_mask:
             return _tensor(masked), torch.cat([_tensor(skull), _tensor(mask)])
         return _tensor(masked), _tensor(skull)
@@ -203,19 +216,34 @@ def halve_grid(skull: np.ndarray) -> np.ndarray:
     return blocks.sum(axis=(1, 3, 5), dtype=np.uint8) >= 4
 
 
+def crop_window(target: np.ndarray, size: int, rng: np.random.Generator) -> tuple[slice, ...]:
+    """A ``size``^3 window of the grid centred on a random voxel of ``target`` (the grid's centre
+    where ``target`` is empty), moved to lie inside the grid; the whole axis where the grid is
+    smaller than ``size``."""
+    voxels = np.flatnonzero(target)
+    centre = (np.unravel_index(voxels[rng.integers(len(voxels))], target.shape) if len(voxels)
+              else tuple(n // 2 for n in target.shape))
+    return tuple(slice(max(0, min(c - size // 2, n - size)), max(0, min(c - size // 2, n - size)) + size)
+                 for c, n in zip(centre, target.shape))
+
+
 class PairDataset(Dataset):
     """Supervised pairs from preprocessed cases: (defective skull, implant)."""
 
-    def __init__(self, files: Sequence[Path]):
-        self.files, self.epoch = list(files), 0
+    def __init__(self, files: Sequence[Path], crop: int = 0, seed: int = 0):
+        self.files, self.epoch, self.crop, self.seed = list(files), 0, crop, seed
 
     def __len__(self) -> int:
         return len(self.files)
 
     def __getitem__(self, key: int | tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
-        i = key[1] if isinstance(key, tuple) else key
+        epoch, i = key if isinstance(key, tuple) else (self.epoch, key)
         arrays, _ = load_case(self.files[i])
-        return _tensor(arrays["defective"]), _tensor(arrays["implant"])
+        defective, implant = arrays["defective"], arrays["implant"]
+        if self.crop:
+            window = crop_window(implant.astype(bool), self.crop, np.random.default_rng([self.seed, epoch + 1, i]))
+            defective, implant = defective[window], implant[window]
+        return _tensor(defective), _tensor(implant)
 
 
 def _tensor(a: np.ndarray) -> torch.Tensor:
@@ -446,10 +474,11 @@ def train_model(
         if loss_cfg.keeps_input:
             spec = {**spec, "keep_input": True}
         train_ds: Dataset = MaskedSkullDataset(train_files, mask_cfg, cfg.seed, augment,
-                                               with_mask=loss_cfg.needs_mask, coarse_epochs=cfg.coarse_epochs)
+                                               with_mask=loss_cfg.needs_mask, coarse_epochs=cfg.coarse_epochs,
+                                               crop=cfg.crop)
         val_ds: Dataset = MaskedSkullDataset(val_files, mask_cfg, cfg.seed + 1, fixed=True)
     else:
-        train_ds, val_ds = PairDataset(train_files), PairDataset(val_files)
+        train_ds, val_ds = PairDataset(train_files, cfg.crop, cfg.seed), PairDataset(val_files)
 
     net, opt, sched, loss_fn, use_bf16 = build_training(spec, cfg, dev, loss_cfg)
     channels_last = uses_channels_last(cfg, dev, use_bf16)  # the network already is (build_training)
