@@ -8,7 +8,7 @@ This says which before the run, in a few minutes. Each training job of the confi
 every baseline, a method's own ``baselines.epochs_per_method``) is built and stepped as the trainer does
 it, one thread, by ``bench/gpu.py``'s own timers in CPU-seconds: ``time_steps`` (the trainer's
 :func:`~skullrecon.train.build_training` and :func:`~skullrecon.train.train_step`, so bf16 and channels-last
-where the trainer would use them, on random binary grids at the config's grid and batch size) and
+where the trainer would use them, on random binary grids at the config's grid, or its ``crop``, and batch size) and
 ``time_forward`` (one case's forward pass). Per job, as ``bench/gpu.py`` projects a GPU's: epochs x
 (training steps x median step + validation cases x median forward). Masks and loading are left out
 (whole epochs measured 1.05-1.09 times their steps on the EPYC), and so are preprocessing and the

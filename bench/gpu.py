@@ -112,10 +112,11 @@ def time_steps(arch: str, network: dict, train: dict, grid: int, device: torch.d
     channels_last = uses_channels_last(cfg, device, bf16)
     net.train()
     gen = torch.Generator().manual_seed(0)
-    shape = (cfg.batch_size, 1) + (grid,) * 3
+    side = min(cfg.crop, grid) if cfg.crop else grid  # a training step sees the crop, validation the grid
+    shape = (cfg.batch_size, 1) + (side,) * 3
     x = (torch.rand(shape, generator=gen) < 0.1).to(torch.uint8)  # uint8, as the loader hands it over
     y = (torch.rand(shape, generator=gen) < 0.1).to(torch.uint8)
-    if loss_cfg.region > 0:  # the MAE's target then carries the mask as a second channel
+    if loss_cfg.needs_mask:  # the MAE's target then carries the mask as a second channel
         y = torch.cat([y, (torch.rand(shape, generator=gen) < 0.05).to(torch.uint8)], dim=1)
     times = []
     for i in range(warmup + repeats):

@@ -558,8 +558,8 @@ def test_added_cross_entropy_is_torch_bce_over_the_voxels_the_input_lacks():
     assert float(ce(moved, skull, masked)) == pytest.approx(float(expected), rel=1e-5)
     both = _loss_fn(LossConfig(whole=0.0, added=1.0, added_ce=0.5))
     dice = _loss_fn(LossConfig(whole=0.0, added=1.0))
-    assert float(both(logits, skull, masked)) == pytest.approx(float(dice(logits, skull, masked)) + 0.5 * float(expected),
-                                                               rel=1e-5)
+    expected_both = float(dice(logits, skull, masked)) + 0.5 * float(expected)
+    assert float(both(logits, skull, masked)) == pytest.approx(expected_both, rel=1e-5)
     assert LossConfig(whole=0.0, added_ce=1.0).keeps_input
     assert LossConfig(added=1.0).as_spec() == {"whole": 1.0, "region": 0.0, "added": 1.0}  # as files made before it
 
