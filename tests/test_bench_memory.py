@@ -19,13 +19,16 @@ def _nets():
 
 def test_fake_tensors_count_what_a_real_training_step_holds():
     """The 256^3 figures are counted on fake tensors: at a grid the CPU can run, the count equals
-    the real step's, byte for byte, the AdamW state of the second step included."""
+    the real step's, byte for byte, the AdamW state of the second step included.
+
+    The real step runs bf16 autocast on any CPU, as the GPU would; its values are not asserted: the
+    bytes do not depend on them, and where this CPU's bf16 convolutions are unsound (AMD EPYC with
+    AVX-512 bf16, docs/upstream/onednn-bf16-conv3d-wgrad.md) they come out NaN at random."""
     from memory import measure
 
     arch, network, train, loss = _nets()["mae"]
     real = measure(arch, network, train, loss, 32, fake=False)
     fake = measure(arch, network, train, loss, 32, fake=True)
-    assert real["finite"]
     assert (fake["peak"], fake["fwd_bwd"], fake["opt"]) == (real["peak"], real["fwd_bwd"], real["opt"])
     # parameters, gradients and AdamW's two moments: at least 16 bytes per parameter at the peak
     assert real["peak"] >= 16 * real["params"]

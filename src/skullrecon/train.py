@@ -5,7 +5,9 @@
 
 Soft Dice loss (for the MAE optionally also over the removed patches, :class:`LossConfig`),
 AdamW, ExponentialLR, bf16 autocast on GPU, a per-epoch CSV log of loss and validation DSC
-(for the MAE also the DSC of the bone it put back, the quantity an implant is made of), and
+(for the MAE also the DSC of the bone it put back, the quantity an implant is made of), a guard
+that applies no step whose loss or gradients are not finite (counted as ``skipped_steps``; a run
+that keeps making them, or whose validation output is not finite, stops with one line), and
 resumable checkpoints (model, optimiser, scheduler, epoch, RNG state) kept in
 a folder Snakemake never deletes, so a job killed at a time limit continues where it stopped.
 """
@@ -13,6 +15,7 @@ a folder Snakemake never deletes, so a job killed at a time limit continues wher
 from __future__ import annotations
 
 import csv
+import functools
 import hashlib
 import json
 import math
@@ -30,12 +33,19 @@ from skullrecon.augment import AugmentConfig, augment_skull
 from skullrecon.masking import MaskConfig, apply_mask, make_mask
 from skullrecon.models import network_for, pick_device, save_model
 from skullrecon.preprocess import load_case
+from skullrecon.runlog import JobStopped
 from skullrecon.settings import from_mapping
 
 __all__ = ["TrainConfig", "LossConfig", "MaskedSkullDataset", "PairDataset", "EpochSampler", "make_loader",
-           "build_training", "train_step", "train_model", "dice_score", "restored_dice"]
+           "build_training", "train_step", "train_model", "dice_score", "restored_dice", "NonFiniteStep",
+           "TrainingStopped", "StepGuard", "step_problem", "bf16_conv_faults", "cpu_bf16_sound"]
 
 TASKS = ("reconstruct", "implant")
+# A training stops (TrainingStopped) after this many non-finite steps in a row, or when more than
+# this share of an epoch's steps (and at least that many) were skipped: one bad step is skipped and
+# logged (a bf16 overflow on a GPU can happen once), a run that keeps producing them is broken.
+MAX_SKIPPED_IN_A_ROW = 3
+MAX_SKIPPED_SHARE = 0.2
 SCHEDULES = ("exponential", "cosine")
 _LATER_SETTINGS = ("cpu_bf16", "schedule", "warmup_epochs", "ema", "coarse_epochs", "cpu_channels_last",
                    "crop")
@@ -56,8 +66,10 @@ class TrainConfig:
         seed: seeds data split, masks, shuffling and weights.
         bf16: autocast to bfloat16 on a GPU.
         cpu_bf16: autocast to bfloat16 on a CPU too, where it computes bf16 natively (AMX or
-            AVX-512 bf16: about 2.7x fewer CPU-seconds per 64^3 step on this project's Xeon); ignored
-            elsewhere, where emulated bf16 would be slower than float32.
+            AVX-512 bf16: about 2.7x fewer CPU-seconds per 64^3 step on this project's Xeon) and
+            correctly (:func:`cpu_bf16_sound`: not an AMD EPYC with AVX-512 bf16 and oneDNN 3.12,
+            whose 3-D weight gradients at a depth of 2 are garbage); ignored elsewhere, where
+            emulated bf16 would be slower than float32.
         cpu_channels_last: on a CPU that trains in float32 (no native bf16), keep weights and batches
             in the channels-last 3-D memory format: oneDNN's convolutions run faster on it (on an AMD
             EPYC Zen 2 a ``realdata/`` MAE epoch 33.4 -> 30.4 CPU-s, a SegResNet epoch 95 -> 84; the
@@ -314,12 +326,56 @@ def cosine_factor(epoch: int, epochs: int, warmup: int) -> float:
 
 def uses_bf16(cfg: TrainConfig, device: torch.device) -> bool:
     """bf16 autocast: on a GPU with ``bf16``; on a CPU with ``bf16`` and ``cpu_bf16`` where the
-    CPU has bf16 arithmetic (oneDNN's own check)."""
+    CPU has bf16 arithmetic (oneDNN's own check) and computes it correctly (:func:`cpu_bf16_sound`)."""
     if not cfg.bf16:
         return False
     if device.type == "cuda":
         return True
-    return device.type == "cpu" and cfg.cpu_bf16 and bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    return device.type == "cpu" and cfg.cpu_bf16 and cpu_bf16_sound()
+
+
+# 3-D convolutions (3^3 kernel, padding 1) at the feature maps where oneDNN 3.12's avx512_core_bf16
+# weight gradient came out as garbage or NaN (AMD EPYC with AVX-512 bf16 and no AMX; reproduced on
+# an AMX Xeon with ONEDNN_MAX_CPU_ISA=AVX512_CORE_BF16): a depth of 2, e.g. the deepest level of a
+# 4-stride UNet at 32^3 or of SwinUNETR at 64^3. 2x4x4 failed 20 of 20 tries, 2^3 at 16 channels 17
+# of 20 (docs/upstream/onednn-bf16-conv3d-wgrad.md); three tries of each find it.
+_BF16_PROBES = ((32, (2, 4, 4)), (16, (2, 2, 2)), (32, (2, 2, 8)))
+
+
+def bf16_conv_faults(conv: Callable = F.conv3d, tries: int = 3) -> list[str]:
+    """The probe shapes at which a bf16 3-D convolution's output or gradients differ from float32's
+    on the same (bf16-rounded) values by more than bf16's rounding can explain: a relative error of
+    the largest value above 5 % (bf16 keeps 8 bits: sound results are within about 0.5 %)."""
+    gen = torch.Generator().manual_seed(0)
+    faults = []
+    for channels, shape in _BF16_PROBES:
+        x = torch.randn((1, channels) + shape, generator=gen).bfloat16()
+        w = (0.05 * torch.randn((channels, channels, 3, 3, 3), generator=gen)).bfloat16()
+        grad_out = torch.randn((1, channels) + shape, generator=gen).bfloat16()
+        reference = _conv_and_grads(conv, x.float(), w.float(), grad_out.float())
+        for _ in range(tries):
+            got = _conv_and_grads(conv, x, w, grad_out)
+            bad = [name for name, a, b in zip(("output", "input gradient", "weight gradient"), got, reference)
+                   if not bool(torch.isfinite(a).all())
+                   or float((a.float() - b).abs().max()) > 0.05 * float(b.abs().max())]
+            if bad:
+                faults.append(f"{channels} channels at {'x'.join(map(str, shape))}: {', '.join(bad)}")
+                break
+    return faults
+
+
+def _conv_and_grads(conv: Callable, x: torch.Tensor, w: torch.Tensor, grad_out: torch.Tensor):
+    x, w = x.detach().requires_grad_(), w.detach().requires_grad_()
+    out = conv(x, w, padding=1)
+    out.backward(grad_out)
+    return out.detach(), x.grad, w.grad
+
+
+@functools.lru_cache(maxsize=None)
+def cpu_bf16_sound() -> bool:
+    """Whether this CPU computes bf16 natively (oneDNN's check) and its bf16 convolutions agree
+    with float32 (:func:`bf16_conv_faults`, once per process, a few milliseconds)."""
+    return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported()) and not bf16_conv_faults()
 
 
 def uses_channels_last(cfg: TrainConfig, device: torch.device, bf16: bool) -> bool:
@@ -339,11 +395,20 @@ def make_ema(net: torch.nn.Module, decay: float) -> torch.optim.swa_utils.Averag
                                                use_buffers=True)
 
 
+class NonFiniteStep(ArithmeticError):
+    """A training step whose loss or gradients were not finite; it was not applied."""
+
+
 def train_step(net: torch.nn.Module, opt: torch.optim.Optimizer, loss_fn: Callable, x: torch.Tensor,
-               y: torch.Tensor, device: torch.device, bf16: bool, channels_last: bool = False) -> torch.Tensor:
+               y: torch.Tensor, device: torch.device, bf16: bool, channels_last: bool = False,
+               check: bool = True) -> torch.Tensor:
     """One optimisation step on a batch, as the trainer runs it (bf16 autocast when ``bf16``; the
-    batch channels-last when ``channels_last``); returns the loss (not synchronised: ``.item()``
-    waits for the GPU)."""
+    batch channels-last when ``channels_last``); returns the loss.
+
+    With ``check`` (the trainer's way) a step whose loss or gradients are not finite is not
+    applied: the gradients are dropped, the weights and AdamW's moments stay as they were, and
+    :class:`NonFiniteStep` says what was not finite. The check waits for the GPU once per step.
+    Without it (the benchmarks, which count what a step holds) the step is applied as it is."""
     x = _layout(x.to(device, non_blocking=True).float(), channels_last)
     y = y.to(device, non_blocking=True).float()
     opt.zero_grad(set_to_none=True)
@@ -351,8 +416,73 @@ def train_step(net: torch.nn.Module, opt: torch.optim.Optimizer, loss_fn: Callab
         logits = net(x)
     loss = loss_fn(logits.float(), y, x)
     loss.backward()
+    if check:
+        problem = step_problem(loss, net)
+        if problem is not None:
+            opt.zero_grad(set_to_none=True)
+            raise NonFiniteStep(problem)
     opt.step()
     return loss.detach()
+
+
+def step_problem(loss: torch.Tensor, net: torch.nn.Module) -> str | None:
+    """What was not finite in a step (``None``: nothing). One reduction over every gradient: the
+    float32 norm also overflows on huge finite garbage (above about 1e19), which AdamW's squared
+    moment would turn into infinity; the parameter is named only when something is wrong."""
+    grads = [p.grad for p in net.parameters() if p.grad is not None]
+    total = torch.nn.utils.get_total_norm(grads, error_if_nonfinite=False) if grads else loss.new_zeros(())
+    if bool(torch.isfinite(loss.detach()) & torch.isfinite(total)):
+        return None
+    if not bool(torch.isfinite(loss.detach())):
+        return f"loss ({float(loss.detach()):g})"
+    name = next((n for n, p in net.named_parameters()
+                 if p.grad is not None and not bool(torch.isfinite(p.grad.float().norm()))), "?")
+    return f"gradient (first: {name})"
+
+
+class TrainingStopped(JobStopped):
+    """A training that stopped because its steps or its validation were not finite."""
+
+
+class StepGuard:
+    """Counts the steps :func:`train_step` refused, logs each, and stops the training
+    (:class:`TrainingStopped`, one line) after ``MAX_SKIPPED_IN_A_ROW`` in a row or more than
+    ``MAX_SKIPPED_SHARE`` of an epoch."""
+
+    def __init__(self, method: str, checkpoint: Path, log: Callable[[str], None]):
+        self.method, self.checkpoint, self.log = method, checkpoint, log
+        self.in_a_row, self.in_epoch, self.steps = 0, 0, 0
+
+    def start_epoch(self) -> None:
+        self.in_epoch, self.steps = 0, 0
+
+    def applied(self) -> None:
+        self.in_a_row, self.steps = 0, self.steps + 1
+
+    def skipped(self, epoch: int, step: int, problem: str) -> None:
+        self.in_a_row, self.in_epoch, self.steps = self.in_a_row + 1, self.in_epoch + 1, self.steps + 1
+        self.log(f"{self.method}: epoch {epoch + 1}, step {step + 1}: non-finite {problem}; step skipped")
+        if self.in_a_row >= MAX_SKIPPED_IN_A_ROW:
+            self.stop(epoch, f"{self.in_a_row} steps in a row had a non-finite {problem}")
+
+    def end_epoch(self, epoch: int) -> None:
+        if self.in_epoch >= MAX_SKIPPED_IN_A_ROW and self.in_epoch > MAX_SKIPPED_SHARE * self.steps:
+            self.stop(epoch, f"{self.in_epoch} of its {self.steps} steps had a non-finite loss or gradient")
+
+    def stop(self, epoch: int, what: str) -> None:
+        kept = _checkpoint_epoch(self.checkpoint)
+        kept_text = (f"the last good checkpoint ({self.checkpoint}, epoch {kept}) is kept and a rerun resumes from it"
+                     if kept else "no checkpoint was written yet")
+        raise TrainingStopped(f"{self.method}: training stopped in epoch {epoch + 1}: {what}; {kept_text}; "
+                              "try a lower lr, bf16: false (cpu_bf16: false on a CPU) or another seed")
+
+
+def _checkpoint_epoch(path: Path) -> int:
+    """The epoch of the checkpoint at ``path`` (0 where there is none to resume)."""
+    try:
+        return int(torch.load(path, map_location="cpu", weights_only=True)["epoch"])
+    except Exception:  # noqa: BLE001 - absent or unreadable: nothing to resume
+        return 0
 
 
 def dice_score(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -490,26 +620,42 @@ def train_model(
     start_epoch, val_dsc = _resume(checkpoint_dir / "last.pt", fingerprint, cfg.epochs, net, opt, sched, log, ema)
     _trim_log(log_csv, start_epoch)
 
+    method = spec.get("method", "train")
+    native_bf16 = dev.type == "cpu" and torch.ops.mkldnn._is_mkldnn_bf16_supported()
+    if cfg.bf16 and cfg.cpu_bf16 and native_bf16 and not use_bf16:
+        log(f"{method}: cpu_bf16 off on this CPU: its bf16 convolutions disagree with float32 "
+            f"({'; '.join(bf16_conv_faults())}; docs/upstream/onednn-bf16-conv3d-wgrad.md); training in float32")
     bar = tqdm(range(start_epoch, cfg.epochs), initial=start_epoch, total=cfg.epochs,
-               desc=spec.get("method", "train"), disable=not progress, mininterval=5)
+               desc=method, disable=not progress, mininterval=5)
     loader, sampler = make_loader(train_ds, cfg, dev)
+    guard = StepGuard(method, checkpoint_dir / "last.pt", log)
     for epoch in bar:
         t0, cpu0 = time.time(), time.process_time()
         sampler.epoch = train_ds.epoch = epoch
         net.train()
         losses = []
-        for x, y in loader:
-            losses.append(train_step(net, opt, loss_fn, x, y, dev, use_bf16, channels_last))
+        guard.start_epoch()
+        for step, (x, y) in enumerate(loader):
+            try:
+                losses.append(train_step(net, opt, loss_fn, x, y, dev, use_bf16, channels_last))
+            except NonFiniteStep as err:
+                guard.skipped(epoch, step, str(err))
+                continue
+            guard.applied()
             if ema is not None:
                 ema.update_parameters(net)
+        guard.end_epoch(epoch)
         losses = [float(v) for v in losses]
         lr = opt.param_groups[0]["lr"]
         sched.step()
         val_dsc, val_restored = _validate(net if ema is None else ema.module, val_ds, dev, use_bf16, task,
                                           channels_last)
-        row = {"epoch": epoch + 1, "train_loss": float(np.mean(losses)), "val_dsc": val_dsc,
-               "val_restored_dsc": val_restored, "lr": lr, "seconds": round(time.time() - t0, 3),
-               "cpu_seconds": round(time.process_time() - cpu0, 3)}  # this process's CPU (its threads, not workers)
+        if len(val_ds) and not (math.isfinite(val_dsc) and math.isfinite(val_restored)):
+            guard.stop(epoch, "its validation output was not finite")
+        row = {"epoch": epoch + 1, "train_loss": float(np.mean(losses)) if losses else float("nan"),
+               "val_dsc": val_dsc, "val_restored_dsc": val_restored, "lr": lr, "seconds": round(time.time() - t0, 3),
+               "cpu_seconds": round(time.process_time() - cpu0, 3),  # this process's CPU (its threads, not workers)
+               "skipped_steps": guard.in_epoch}
         _append_log(log_csv, row)
         bar.set_postfix(loss=f"{row['train_loss']:.4f}", val_dsc=f"{val_dsc:.4f}", restored=f"{val_restored:.4f}")
         if (epoch + 1) % cfg.checkpoint_every == 0 or epoch + 1 == cfg.epochs:
@@ -539,6 +685,8 @@ def _validate(net, ds: Dataset, dev: torch.device, bf16: bool, task: str,
         x, y = _layout(x[None].to(dev).float(), channels_last), y[None, :1].to(dev).float()  # uint8 grids
         with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=bf16):
             logits = net(x).float()
+        if not bool(torch.isfinite(logits).all()):  # a thresholded NaN would score as a plain miss
+            return float("nan"), float("nan")
         scores.append(dice_score(logits, y).item())
         restored.append(restored_dice(logits, x, y).item() if task == "reconstruct" else scores[-1])
     return float(np.mean(scores)), float(np.mean(restored))
@@ -594,11 +742,21 @@ def _trim_log(log_csv: Path, epochs_done: int) -> None:
 
 
 def _append_log(log_csv: Path, row: dict) -> None:
-    new = not log_csv.exists()
     log_csv.parent.mkdir(parents=True, exist_ok=True)
+    header = None
+    if log_csv.exists():
+        with open(log_csv, newline="") as fh:
+            header = next(csv.reader(fh), [])
+    if header is not None and header != list(row):  # a log begun by an earlier version: rewritten with the new columns
+        with open(log_csv, newline="") as fh:
+            old = list(csv.DictReader(fh))
+        log_csv.unlink()
+        for r in old:
+            _append_log(log_csv, {k: r.get(k, "") for k in row})
+        header = list(row) if log_csv.exists() else None
     with open(log_csv, "a", newline="") as fh:
         writer = csv.DictWriter(fh, fieldnames=list(row))
-        if new:
+        if header is None:
             writer.writeheader()
         writer.writerow(row)
 
