@@ -133,7 +133,10 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from skullrecon import __version__
+
     parser = _Parser(prog="skullrecon", description=__doc__.split("\n")[0])
+    parser.add_argument("--version", action="version", version=f"skullrecon {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     rec = sub.add_parser("reconstruct", help="implant volume and STL mesh for one defective skull")
