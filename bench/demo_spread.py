@@ -3,7 +3,7 @@
     python bench/demo_spread.py results/demo results/demo-seed1 ...   [--metric dsc]
 
 Prints, per dataset and method, each run's mean of the metric and the range over the runs, as
-Markdown: what the README's "what a normal demo run looks like" table is made from. Runs of the
+Markdown: what docs/results.md's "what a normal run looks like" table is made from. Runs of the
 demo with other training seeds: copy demo/run.yaml, change `run:` and both `seed:` of `train:`, and
 `snakemake --profile demo --configfile that.yaml`.
 """

@@ -25,7 +25,7 @@ def real_file(name: str) -> Path:
     """A file of ../shared/data; skips the test with the reason when it is absent."""
     path = SHARED_DATA / name
     if not path.exists():
-        pytest.skip(f"real skull data not available: {path} is absent (see the README's 'Real data' section)")
+        pytest.skip(f"real skull data not available: {path} is absent (see docs/paper-run.md, 'Real data on this machine')")
     return path
 
 

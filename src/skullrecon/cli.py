@@ -4,6 +4,7 @@
     skullrecon models                                       # the released models and their cards' numbers
     skullrecon evaluate --model M --data SPLIT --out CSV    # a model scored on any dataset, per case
     skullrecon release RUN --method mae_d                   # a finished run's model into models/, with its card
+    skullrecon export mae_d_gpu --bundle DIR                # a released model as a MONAI bundle
     skullrecon metrics --pred P --gt G --defective D       # DSC, boundary DSC, HD95 as JSON
     skullrecon synthetic OUT --dataset skullbreak           # a synthetic dataset in the real layout
     skullrecon download skullfix --dest data                # published archives, verified and extracted
@@ -98,6 +99,13 @@ def _release(args: argparse.Namespace) -> int:
     return 0
 
 
+def _export(args: argparse.Namespace) -> int:
+    from skullrecon.bundle import export_bundle
+
+    print(export_bundle(args.name, args.bundle))
+    return 0
+
+
 def _metrics(args: argparse.Namespace) -> int:
     from skullrecon.metrics import metrics_for_files
 
@@ -133,7 +141,10 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from skullrecon import __version__
+
     parser = _Parser(prog="skullrecon", description=__doc__.split("\n")[0])
+    parser.add_argument("--version", action="version", version=f"skullrecon {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     rec = sub.add_parser("reconstruct", help="implant volume and STL mesh for one defective skull")
@@ -169,6 +180,11 @@ def build_parser() -> argparse.ArgumentParser:
     rel.add_argument("--out", type=Path, help="models folder (default: the repository's models/)")
     rel.add_argument("--epochs-chosen", default="", help="one sentence: how the epochs were chosen")
     rel.set_defaults(func=_release)
+
+    exp = sub.add_parser("export", help="a released model as a MONAI bundle (python -m monai.bundle run)")
+    exp.add_argument("name", help="a released model's name (skullrecon models)")
+    exp.add_argument("--bundle", type=Path, required=True, help="the bundle folder to write (new or empty)")
+    exp.set_defaults(func=_export)
 
     met = sub.add_parser("metrics", help="DSC, boundary DSC and HD95 (mm) of one implant, as JSON")
     met.add_argument("--pred", type=Path, required=True, help="predicted implant")

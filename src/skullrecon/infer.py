@@ -114,7 +114,8 @@ def extract_cases(upsampled_dir: str | Path, cases_tsv: str | Path, out_dir: str
 
 def reconstruct_file(defective_path: str | Path, model_path: str | Path, out_dir: str | Path,
                      device: str = "auto", stl: bool = True, sha256: str | None = None,
-                     volume: Volume | None = None) -> dict[str, Any]:
+                     volume: Volume | None = None,
+                     network: tuple[torch.nn.Module, dict[str, Any]] | None = None) -> dict[str, Any]:
     """One defective skull in, the implant (volume and STL mesh) and the reconstruction out.
 
     Uses only the model file: grid, margin, task and post-processing come from its spec.
@@ -123,6 +124,9 @@ def reconstruct_file(defective_path: str | Path, model_path: str | Path, out_dir
     ``warnings`` (an empty implant, or one so small that the skull may have nothing to fill).
     ``volume``: the skull at ``defective_path`` already read (the command line reads it while torch
     is imported); its reading is then not in ``seconds["load"]``.
+    ``network``: the network (on ``device``, in eval mode) and its model spec, already loaded (a MONAI
+    bundle's inference config builds them from the bundle's files, :mod:`skullrecon.bundle`);
+    ``model_path`` is then only named in the manifest and never read.
     """
     from skullrecon.outputset import OutputSet, prepare_out_dir
 
@@ -133,7 +137,10 @@ def reconstruct_file(defective_path: str | Path, model_path: str | Path, out_dir
     defective = volume if volume is not None else read_volume(defective_path)
     if not defective.array.any():
         raise ValueError(f"{defective_path}: the defective skull is empty (no voxel is 1)")
-    net, spec = load_model(model_path, dev, need_postprocess=True, sha256=sha256)  # sha256: a released model's card
+    if network is None:
+        net, spec = load_model(model_path, dev, need_postprocess=True, sha256=sha256)  # sha256: a released model's card
+    else:
+        net, spec = network
     timings["load"] = time.perf_counter() - t
 
     t = time.perf_counter()

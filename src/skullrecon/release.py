@@ -1,7 +1,7 @@
 """Released models: trained model files shipped in the repository, each with a model card.
 
 A release is three files in the models folder (``models/`` at the repository root, or
-``SKULLRECON_MODELS``):
+``SKULLRECON_MODELS``; an installed wheel carries a copy of them, see :func:`models_dir`):
 
     <name>.pt     the pipeline's deliverable model file (network + post-processing), unchanged
     <name>.json   its card for code: data, licence, config, commit, epochs, metrics, size, SHA-256
@@ -32,6 +32,8 @@ __all__ = ["DEFAULT_MODEL", "CARD_FORMAT", "models_dir", "released", "resolve_mo
 #: validation score, the GPU-trained one (0.797 against the CPU run's 0.769).
 DEFAULT_MODEL = "mae_d_gpu"
 CARD_FORMAT = "skullrecon-model-card/1"
+#: Where an installed wheel keeps its copy of the released models, inside the package.
+BUNDLED = "released_models"
 
 DATA_LICENCE = (
     "The networks were trained on SkullFix (AutoImplant 2020, Li et al.), published under CC BY-NC-SA 4.0. "
@@ -42,9 +44,17 @@ DATA_LICENCE = (
 
 
 def models_dir() -> Path:
-    """The released models' folder: ``SKULLRECON_MODELS`` or ``models/`` of the source tree."""
+    """The released models' folder: ``SKULLRECON_MODELS`` if set; else ``models/`` of the source tree
+    (a clone, or an editable install of one); else the copy an installed wheel carries,
+    ``skullrecon/released_models/`` (setup.py puts every release there at build time)."""
     env = os.environ.get("SKULLRECON_MODELS")
-    return Path(env) if env else Path(__file__).resolve().parents[2] / "models"
+    if env:
+        return Path(env)
+    here = Path(__file__).resolve().parent
+    tree = here.parents[1]  # src/skullrecon -> the repository root
+    if (tree / "pyproject.toml").is_file() and (tree / "models").is_dir():
+        return tree / "models"
+    return here / BUNDLED
 
 
 def sha256_of(data: bytes | Path) -> str:
@@ -141,6 +151,9 @@ def release_from_run(run: str | Path, method: str, name: str | None = None, data
     import torch
 
     run, out = Path(run), Path(out) if out else models_dir()
+    if out == Path(__file__).resolve().parent / BUNDLED:
+        raise ValueError(f"{out}: the installed package's copy of the releases, not a place to publish; pass --out "
+                         "(or run from a clone, whose models/ is the default)")
     name = name or method
     model_file = run / "models" / _network_file(run, method, dataset)
     needed = [model_file, run / "config.yaml", run / "env.json", run / "metrics" / dataset / f"{method}.csv"]
