@@ -14,6 +14,11 @@ GENERALISATION = {f"{src}_generalisation": src for src in sorted(config.get("gen
 for _src in GENERALISATION.values():
     if _src not in config["datasets"]:
         raise ValueError(f"config generalisation.{_src}: no dataset {_src!r} under datasets to take test skulls from")
+# the SkullBreak-like dataset (issue 38): SkullBreak's five kinds cut into another dataset's complete skulls;
+# built as a target of its own (its wiring into training and Table I is still to come)
+SKULLBREAKLIKE = config.get("skullbreaklike")
+if SKULLBREAKLIKE and SKULLBREAKLIKE["source"] not in config["datasets"]:
+    raise ValueError(f"config skullbreaklike.source: no dataset {SKULLBREAKLIKE['source']!r} under datasets to take skulls from")
 EVAL_DATASETS = DATASETS + list(GENERALISATION)  # every dataset scored in Table I and the figures
 MAE_METHODS = [f"mae_{v}" for v in config["mae"]["variants"]]
 BASELINES = list(config["baselines"]["methods"])
@@ -123,6 +128,7 @@ def final_outputs():
         f"{RESULTS}/masking_examples.png",
         f"{RESULTS}/training_curves.png",
         *expand(f"{RESULTS}/models/{{network}}.pt", network=network_names()),
+        *([f"{RESULTS}/data/skullbreaklike"] if SKULLBREAKLIKE else []),
     ]
 
 
