@@ -18,7 +18,8 @@ author's public defect generator (O. Kodym, ``BUT_autoimplant_public``,
 ``dataset_generation/generate_defects.py``, read, not copied): a primary sphere of random radius,
 a random number (0-7) of smaller secondary spheres centred on its surface, their union, a small
 random elastic deformation, intersected with the skull; the generator's voxel sizes are taken at
-SkullBreak's 0.4 mm voxels. The *placement* per kind is this module's reading of the kind names
+SkullBreak's 0.4 mm voxels, the three named kinds' primary sphere larger (calibrated on the one real
+SkullBreak parieto-temporal skull we have, bench/skullbreaklike_stats.py). The *placement* per kind is this module's reading of the kind names
 (the generator itself places every defect at a random bone voxel):
 
 * ``bilateral``: the vertex, on the midline, with two secondary spheres forced to its left and
