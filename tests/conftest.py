@@ -11,6 +11,33 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
 
 
+def pytest_addoption(parser):
+    parser.addoption("--order", default=None, metavar="reverse|random:SEED",
+                     help="run the collected tests in reverse or in a seeded random order, to show that no test "
+                          "depends on what ran before it")
+
+
+def pytest_collection_modifyitems(config, items):
+    order = config.getoption("--order")
+    if order == "reverse":
+        items.reverse()
+    elif order and order.startswith("random:"):
+        # files in a random order, and the tests of each file in a random order, the file's tests kept
+        # together: a module-scoped fixture (the workflow test's DAG run, minutes) is still made once
+        import random
+
+        rng, by_file = random.Random(int(order.split(":", 1)[1])), {}
+        for item in items:
+            by_file.setdefault(item.nodeid.split("::")[0], []).append(item)
+        groups = list(by_file.values())
+        rng.shuffle(groups)
+        for group in groups:
+            rng.shuffle(group)
+        items[:] = [item for group in groups for item in group]
+    elif order:
+        raise pytest.UsageError(f"--order must be reverse or random:SEED, got {order!r}")
+
+
 @pytest.fixture(scope="session")
 def synthetic_root(tmp_path_factory) -> Path:
     """A tiny SkullFix-like synthetic dataset (4 train, 2 test triplets)."""
