@@ -32,7 +32,7 @@ import json
 import shutil
 import zlib
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 from scipy import ndimage
@@ -98,6 +98,30 @@ def _unit(v) -> np.ndarray:
     return v / np.linalg.norm(v)
 
 
+def surface_point(skull: np.ndarray, affine: np.ndarray, centre: np.ndarray, draw: Callable[[], np.ndarray],
+                  what: str) -> tuple[np.ndarray, np.ndarray]:
+    """Where a ray from ``centre`` in a direction from ``draw()`` leaves the skull: a point in the
+    outer layer of bone (mm, patient space) and the direction. Searched on blocks of about 2 mm
+    (speed; a cut made there is voxel-exact); a ray that leaves through an opening (an orbit, the
+    foramen) draws again, 20 times at most. Shared by the generalisation defects and the
+    SkullBreak-like kinds (:mod:`skullrecon.skullbreaklike`)."""
+    spacing = np.linalg.norm(affine[:3, :3], axis=0)
+    factors = np.array([max(1, int(round(2.0 / s))) for s in spacing])
+    blocks = np.argwhere(_block_any(skull, factors)) * factors + (factors - 1) / 2
+    rel = _world(blocks, affine) - centre
+    dist = np.linalg.norm(rel, axis=1)
+    for _ in range(20):
+        d = draw()
+        t = rel @ d
+        cone = t > dist * np.cos(np.deg2rad(_CONE_DEG))
+        if cone.any():
+            break
+    else:
+        raise ValueError(f"no bone found in 20 {what} directions from the cavity centre {centre.round(1)}")
+    t_out = t[cone].max()
+    return centre + d * float(np.median(t[cone & (t > t_out - _SHELL_MM)])), d
+
+
 def _direction(location: str, rng: np.random.Generator) -> np.ndarray:
     """A ray direction in patient space (LPS) for a location."""
     side = rng.choice([-1.0, 1.0])
@@ -156,22 +180,7 @@ def cut_defect(
     skull = np.asarray(complete, bool)
     affine = np.asarray(affine, float)
     centre = cranial_centre(skull, affine) if centre is None else np.asarray(centre, float)
-    # the surface point, on blocks of about 2 mm (speed; the cut itself is voxel-exact)
-    spacing = np.linalg.norm(affine[:3, :3], axis=0)
-    factors = np.array([max(1, int(round(2.0 / s))) for s in spacing])
-    blocks = np.argwhere(_block_any(skull, factors)) * factors + (factors - 1) / 2
-    rel = _world(blocks, affine) - centre
-    dist = np.linalg.norm(rel, axis=1)
-    for _ in range(20):  # a ray may leave through an opening (e.g. an orbit): draw again
-        d = _direction(location, rng)
-        t = rel @ d
-        cone = t > dist * np.cos(np.deg2rad(_CONE_DEG))
-        if cone.any():
-            break
-    else:
-        raise ValueError(f"no bone found in 20 {location} directions from the cavity centre {centre.round(1)}")
-    t_out = t[cone].max()
-    point = centre + d * float(np.median(t[cone & (t > t_out - _SHELL_MM)]))  # in the bone
+    point, d = surface_point(skull, affine, centre, lambda: _direction(location, rng), location)
 
     # the cut's frame: normal along the ray, the first tangent horizontal (across for bilateral)
     e1 = np.cross([0.0, 0.0, 1.0], d)

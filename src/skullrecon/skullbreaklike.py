@@ -49,7 +49,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from skullrecon.datasets import Layout, list_healthy
-from skullrecon.defects import _block_any, _world, cranial_centre
+from skullrecon.defects import _world, cranial_centre, surface_point
 from skullrecon.io import read_volume, write_volume
 from skullrecon.morphology import largest_component
 
@@ -73,8 +73,6 @@ JITTER_MM = 12.8
 WOBBLE_MM = 2.0
 _PRIMARY_CLIP = (14.0, 48.0)  # keeps a rare draw from a dent or from half the head
 _SECONDARY_CLIP = (6.0, 28.0)
-_CONE_DEG = 6.0
-_SHELL_MM = 15.0
 
 
 def layout(kinds: Sequence[str] = KINDS) -> dict[str, Any]:
@@ -129,23 +127,9 @@ def cut_kind(
     """
     skull = np.asarray(complete, bool)
     affine = np.asarray(affine, float)
-    d = _direction(kind, rng)  # an unknown kind fails here, before any work
+    _direction(kind, np.random.default_rng(0))  # an unknown kind fails here, before any work
     centre = cranial_centre(skull, affine) if centre is None else np.asarray(centre, float)
-    spacing = np.linalg.norm(affine[:3, :3], axis=0)
-    factors = np.array([max(1, int(round(2.0 / s))) for s in spacing])
-    blocks = np.argwhere(_block_any(skull, factors)) * factors + (factors - 1) / 2
-    rel = _world(blocks, affine) - centre
-    dist = np.linalg.norm(rel, axis=1)
-    for _ in range(20):  # a ray may leave through an opening (an orbit, the foramen): draw again
-        t = rel @ d
-        cone = t > dist * np.cos(np.deg2rad(_CONE_DEG))
-        if cone.any():
-            break
-        d = _direction(kind, rng)
-    else:
-        raise ValueError(f"no bone found in 20 {kind} directions from the cavity centre {centre.round(1)}")
-    t_out = t[cone].max()
-    point = centre + d * float(np.median(t[cone & (t > t_out - _SHELL_MM)]))  # in the bone
+    point, d = surface_point(skull, affine, centre, lambda: _direction(kind, rng), kind)
 
     # the frame at the point: d outward, e1 horizontal (left-right for the vertex), e2 = d x e1
     e1 = np.cross([0.0, 1.0, 0.0], d) if kind == "bilateral" else np.cross([0.0, 0.0, 1.0], d)
