@@ -38,7 +38,8 @@ from skullrecon.settings import from_mapping
 
 __all__ = ["TrainConfig", "LossConfig", "MaskedSkullDataset", "PairDataset", "EpochSampler", "make_loader",
            "build_training", "train_step", "train_model", "dice_score", "restored_dice", "NonFiniteStep",
-           "TrainingStopped", "StepGuard", "step_problem", "bf16_conv_faults", "cpu_bf16_sound"]
+           "TrainingStopped", "StepGuard", "step_problem", "bf16_conv_faults", "cpu_bf16_faults",
+           "cpu_bf16_sound"]
 
 TASKS = ("reconstruct", "implant")
 # A training stops (TrainingStopped) after this many non-finite steps in a row, or when more than
@@ -372,10 +373,16 @@ def _conv_and_grads(conv: Callable, x: torch.Tensor, w: torch.Tensor, grad_out: 
 
 
 @functools.lru_cache(maxsize=None)
+def cpu_bf16_faults() -> tuple[str, ...]:
+    """:func:`bf16_conv_faults` of this CPU's own convolutions, once per process (a few
+    milliseconds); none where it has no native bf16 (oneDNN's check), which is not used there."""
+    return tuple(bf16_conv_faults()) if torch.ops.mkldnn._is_mkldnn_bf16_supported() else ()
+
+
 def cpu_bf16_sound() -> bool:
     """Whether this CPU computes bf16 natively (oneDNN's check) and its bf16 convolutions agree
-    with float32 (:func:`bf16_conv_faults`, once per process, a few milliseconds)."""
-    return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported()) and not bf16_conv_faults()
+    with float32 (:func:`cpu_bf16_faults`)."""
+    return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported()) and not cpu_bf16_faults()
 
 
 def uses_channels_last(cfg: TrainConfig, device: torch.device, bf16: bool) -> bool:
@@ -621,10 +628,9 @@ def train_model(
     _trim_log(log_csv, start_epoch)
 
     method = spec.get("method", "train")
-    native_bf16 = dev.type == "cpu" and torch.ops.mkldnn._is_mkldnn_bf16_supported()
-    if cfg.bf16 and cfg.cpu_bf16 and native_bf16 and not use_bf16:
+    if cfg.bf16 and cfg.cpu_bf16 and dev.type == "cpu" and not use_bf16 and cpu_bf16_faults():
         log(f"{method}: cpu_bf16 off on this CPU: its bf16 convolutions disagree with float32 "
-            f"({'; '.join(bf16_conv_faults())}; docs/upstream/onednn-bf16-conv3d-wgrad.md); training in float32")
+            f"({'; '.join(cpu_bf16_faults())}; docs/upstream/onednn-bf16-conv3d-wgrad.md); training in float32")
     bar = tqdm(range(start_epoch, cfg.epochs), initial=start_epoch, total=cfg.epochs,
                desc=method, disable=not progress, mininterval=5)
     loader, sampler = make_loader(train_ds, cfg, dev)
