@@ -1,6 +1,7 @@
 """How many CPU-seconds a run's trainings will take on this machine, measured before starting it.
 
     python bench/cpu_time.py --config realdata/run.yaml --cases 45      # the realdata/ run on this CPU
+    python bench/cpu_time.py --config realdata/run-skullbreaklike.yaml  # its SkullBreak-like block on its own
 
 The three hours of ``snakemake --profile realdata`` hold on a CPU with native bf16 and not on one
 without (docs/ablation.md: the same seven trainings took 4 times the CPU for a baseline on an AMD EPYC).
@@ -31,27 +32,46 @@ from skullrecon.settings import baseline_train
 from skullrecon.train import TrainConfig, _split
 
 
+def trained_datasets(cfg: dict) -> list[str]:
+    """The datasets a run trains baselines on, as the workflow decides (workflow/rules/common.smk): every
+    configured one and the SkullBreak-like set, less those ``scored_datasets`` leaves out."""
+    datasets = sorted(cfg["datasets"]) + (["skullbreaklike"] if cfg.get("skullbreaklike") else [])
+    scored = cfg.get("scored_datasets")
+    if scored:
+        datasets = [d for d in datasets if d in {s.removesuffix("_generalisation") for s in scored}]
+    return datasets
+
+
 def jobs(cfg: dict) -> list[dict]:
-    """Every training job of a run config: name, arch, network, training settings, loss (``gpu.trainings``
-    lists the paper run's, with its datasets' case counts; here the cases are ``--cases``)."""
+    """Every training job of a run config: name, arch, network, training settings, loss and cases a skull
+    (``gpu.trainings`` lists the paper run's, with its datasets' case counts; here the skulls are ``--cases``).
+    An MAE variant taken from a release (``mae.released``) trains nothing; a baseline trains once per dataset
+    (named ``<method>_<dataset>`` where there are several), on the SkullBreak-like set five pairs a skull."""
     mae = cfg["mae"]
+    released = mae.get("released") or {}
     out = [{"name": f"mae_{v}", "arch": mae["arch"], "network": mae["network"], "train": mae["train"],
-            "loss": mae.get("loss")} for v in mae["variants"]]
-    for method in cfg["baselines"]["methods"]:
-        out.append({"name": method, "arch": method, "network": cfg["baselines"]["networks"][method],
-                    "train": baseline_train(cfg, method), "loss": None})
+            "loss": mae.get("loss"), "per_skull": 1} for v in mae["variants"] if v not in released]
+    datasets = trained_datasets(cfg)
+    for dataset in datasets:
+        per_skull = len(cfg["skullbreaklike"]["kinds"]) if dataset == "skullbreaklike" else 1
+        for method in cfg["baselines"]["methods"]:
+            out.append({"name": method if len(datasets) == 1 else f"{method}_{dataset}", "arch": method,
+                        "network": cfg["baselines"]["networks"][method], "train": baseline_train(cfg, method, dataset),
+                        "loss": None, "per_skull": per_skull})
     return out
 
 
 def time_job(job: dict, grid: int, cases: int, steps: int) -> dict:
     """Median CPU-seconds of a training step and of a forward pass (:func:`gpu.time_steps`,
-    :func:`gpu.time_forward`, the first of each untimed), and the job's total."""
+    :func:`gpu.time_forward`, the first of each untimed), and the job's total (``cases`` skulls, each
+    ``job['per_skull']`` training cases, split by skull as the trainer splits them)."""
     cpu = torch.device("cpu")
     step = time_steps(job["arch"], job["network"], job["train"], grid, cpu, warmup=1, repeats=steps,
                       loss=job["loss"], clock=time.process_time)
     forward = time_forward(job["arch"], job["network"], grid, cpu, warmup=1, repeats=steps, clock=time.process_time)
     train = TrainConfig.from_dict(job["train"])
-    n_train, n_val = (len(s) for s in _split([Path(f"{i:03d}") for i in range(cases)], train.val_fraction, train.seed))
+    files = [Path(f"k{k}_{i:03d}") for i in range(cases) for k in range(job.get("per_skull", 1))]
+    n_train, n_val = (len(s) for s in _split(files, train.val_fraction, train.seed))
     per_epoch = math.ceil(n_train / train.batch_size) * step["step_s"] + n_val * forward
     return {"job": job["name"], "epochs": train.epochs, "bf16": step["bf16"], "channels_last": step["channels_last"],
             "step_s": step["step_s"], "epoch_s": per_epoch, "job_s": per_epoch * train.epochs}
@@ -60,7 +80,7 @@ def time_job(job: dict, grid: int, cases: int, steps: int) -> dict:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--config", type=Path, default=Path("realdata/run.yaml"))
-    ap.add_argument("--cases", type=int, default=45, help="training cases (the realdata/ split: 45)")
+    ap.add_argument("--cases", type=int, default=45, help="training skulls (the realdata/ split: 45)")
     ap.add_argument("--cores", type=int, default=2, help="cores the run gets, one job per core")
     ap.add_argument("--steps", type=int, default=3, help="timed steps per job, after one untimed")
     ap.add_argument("--grid", type=int, default=None, help="network grid (default: the config's)")

@@ -25,7 +25,10 @@ def spread(runs: list[Path], metric: str) -> str:
         path = run / "table1.csv"
         if not path.is_file():
             sys.exit(f"{path}: no Table I (is the run finished?)")
-        tables[run.name] = pd.read_csv(path).set_index(["dataset", "method"])[f"{metric}_mean"]
+        table = pd.read_csv(path, keep_default_na=False)
+        if "defect_type" in table:  # the overall rows; a dataset of several kinds has a row per kind too
+            table = table[table["defect_type"] == ""]
+        tables[run.name] = table.set_index(["dataset", "method"])[f"{metric}_mean"].astype(float)
     table = pd.DataFrame(tables)
     lines = []
     for dataset, block in table.groupby(level="dataset", sort=False):

@@ -38,3 +38,18 @@ def test_cpu_time_projects_jobs_at_a_tiny_grid(capsys):
     total = re.search(r"trainings: ([\d,]+) CPU-s; on 2 cores at least ([\d.]+) h", out)
     assert total, out
     assert abs(int(total.group(1).replace(",", "")) - sum(int(r[4]) for r in rows)) <= 2
+
+
+def test_the_skullbreaklike_block_projects_five_kind_baselines_and_no_released_mae():
+    """realdata/run-skullbreaklike.yaml trains the baselines on five pairs a skull, with their own epochs there,
+    and takes the MAE from its release: no MAE job is projected."""
+    import cpu_time
+
+    cfg = yaml.safe_load((REPO / "realdata" / "run-skullbreaklike.yaml").read_text())
+    jobs = {j["name"]: j for j in cpu_time.jobs(cfg)}
+    assert set(jobs) == {"unet", "unetr", "swinunetr", "attentionunet", "segresnet"}
+    assert jobs["unet"]["per_skull"] == 5 and jobs["unet"]["train"]["epochs"] == 6
+    assert jobs["swinunetr"]["train"]["epochs"] == 4
+    both = dict(cfg, scored_datasets=None, mae={**cfg["mae"], "released": {}})
+    names = [j["name"] for j in cpu_time.jobs(both)]
+    assert names[:2] == ["mae_d", "mae_nd"] and "unet_skullfix" in names and "unet_skullbreaklike" in names

@@ -324,3 +324,41 @@ def test_paired_markdown_states_the_resamplings_it_was_given(tmp_path):
                       "empty_prediction": False}).to_csv(folder / f"{method}.csv", index=False)
     text = "\n".join(paired_markdown(paired_bootstrap(sorted(folder.glob("*.csv")), n_boot=500)))
     assert "(500 resamplings" in text and "10,000" not in text
+
+
+def test_skullbreaklike_block_per_kind_with_the_papers_skullbreak_values(tmp_path):
+    """A dataset of several kinds gets a row per kind as well as overall (Table I and the paired intervals),
+    computed from the per-case files; the SkullBreak-like block shows the paper's SkullBreak values beside its
+    overall rows and none beside a kind (the paper gives none per kind)."""
+    kinds = ["bilateral", "frontoorbital", "parietotemporal", "random_1", "random_2"]
+    rng = np.random.default_rng(1)
+    csvs = []
+    for method in ("mae_d", "mae_nd", "segresnet"):
+        path = tmp_path / "skullbreaklike" / f"{method}.csv"
+        path.parent.mkdir(exist_ok=True)
+        pd.DataFrame({"case": [f"{k}_{i:03d}" for k in kinds for i in range(4)],
+                      "defect_type": [k for k in kinds for _ in range(4)], "dsc": rng.uniform(0, 1, 20),
+                      "bdsc": rng.uniform(0, 1, 20), "hd95": rng.uniform(1, 9, 20),
+                      "empty_prediction": False}).to_csv(path, index=False)
+        csvs.append(path)
+    table = write_table1(csvs, tmp_path / "t.csv", tmp_path / "t.md", paper_csv=PAPER_CSV, paired_csv=tmp_path / "p.csv")
+
+    assert len(table) == 3 * (1 + len(kinds))
+    per_case = pd.read_csv(csvs[2])
+    row = table[(table["method"] == "segresnet") & (table["defect_type"] == "random_1")].iloc[0]
+    assert row["dsc_mean"] == pytest.approx(per_case.loc[per_case["defect_type"] == "random_1", "dsc"].mean())
+    overall = table[(table["method"] == "mae_d") & (table["defect_type"] == "")].iloc[0]
+    assert overall["cases"] == 20 and overall["paper_dsc_mean"] == pytest.approx(0.863)  # the paper's SkullBreak
+    assert table.loc[table["defect_type"] != "", "paper_dsc_mean"].isna().all()
+
+    paired = pd.read_csv(tmp_path / "p.csv", keep_default_na=False)
+    assert len(paired) == 2 * 2 * (1 + len(kinds))  # MAE (D) minus 2 methods, DSC and HD95, overall and per kind
+    nd = paired[(paired["method"] == "mae_nd") & (paired["metric"] == "dsc") & (paired["defect_type"] == "bilateral")]
+    ours = pd.read_csv(csvs[0]).set_index("case")["dsc"] - pd.read_csv(csvs[1]).set_index("case")["dsc"]
+    assert float(nd["mean_difference"].iloc[0]) == pytest.approx(ours[[f"bilateral_{i:03d}" for i in range(4)]].mean(),
+                                                                 abs=1e-4)
+    assert int(nd["cases"].iloc[0]) == 4
+    md = (tmp_path / "t.md").read_text()
+    assert "published SkullBreak values" in md
+    assert all(md.count(f"### SkullBreak-like (SkullBreak's five kinds cut into real SkullFix skulls): {k}\n") == 2
+               for k in kinds)  # its Table I block and its paired block

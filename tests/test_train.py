@@ -609,3 +609,20 @@ def test_command_line_overrides_reach_nested_settings():
     apply_override(cfg, "baselines.train.lr=1.0e-2")
     assert cfg == {"mae": {"train": {"epochs": 150}, "loss": {"whole": 0, "added": 1}},
                    "baselines": {"train": {"lr": 0.01}}}
+
+
+def test_validation_split_keeps_each_skull_whole():
+    """The five SkullBreak kinds of one skull fall on one side of the trainer's validation split, and a
+    dataset of one case per skull is split as it was before by case (the draw of the earlier releases)."""
+    from skullrecon.train import _split
+
+    kinds = ["bilateral", "frontoorbital", "parietotemporal", "random_1", "random_2"]
+    files = [Path("pre/train/cases") / f"{k}_{i:03d}.npz" for i in range(20) for k in kinds]
+    train, val = _split(files, 0.1, seed=0)
+    skulls = lambda fs: {f.stem.rsplit("_", 1)[-1] for f in fs}  # noqa: E731
+    assert len(skulls(val)) == 2 and len(val) == 10 and not skulls(train) & skulls(val)
+    assert sorted(train + val) == sorted(files)
+
+    single = sorted(Path("pre/train/cases") / f"{i:03d}.npz" for i in range(45))
+    order = np.random.default_rng(0).permutation(45)[:round(4.5)]  # the split by case: 4 of 45 drawn
+    assert _split(single, 0.1, seed=0)[1] == [single[i] for i in sorted(order)]

@@ -25,6 +25,8 @@ RUN = yaml.safe_load(CONFIG.read_text())["run"]
 RESULTS = REPO / "results" / RUN
 METHODS = ["mae_d", "mae_nd", "unet", "unetr", "swinunetr", "attentionunet", "segresnet"]
 SCORED = ["skullbreak", "skullfix", "skullfix_generalisation"]  # the last: new defects on skullfix's test skulls
+KINDS = yaml.safe_load(CONFIG.read_text())["datasets"]["skullbreak"]["layout"]["types"]  # its block split by these
+BLOCKS = len(SCORED) + len(KINDS)  # Table I's blocks: a dataset each, and SkullBreak per kind
 ONE_THREAD = ["preprocess", "train_mae", "train_baseline", "infer", "upsample", "metrics"]
 
 
@@ -52,11 +54,12 @@ def workflow_run():
 def test_table_and_figures_cover_every_method_and_dataset(workflow_run):
     md, _, paired = (workflow_run / "table1.md").read_text().partition("# MAE (D) against each method")
     for label in ["MAE (D)", "MAE (ND)", "UNet", "UNETR", "SwinUNETR", "AttentionUnet", "SegResNet"]:
-        assert len(re.findall(rf"^\| {re.escape(label)} \|", md, flags=re.M)) == len(SCORED), label
-        # beside it, MAE (D) minus each other method on every scored dataset
-        assert len(re.findall(rf"^\| {re.escape(label)} \|", paired, flags=re.M)) == (label != "MAE (D)") * len(SCORED)
-    assert len(pd.read_csv(workflow_run / "table1_paired.csv")) == len(SCORED) * 6 * 2  # 6 methods, DSC and HD95
+        assert len(re.findall(rf"^\| {re.escape(label)} \|", md, flags=re.M)) == BLOCKS, label
+        # beside it, MAE (D) minus each other method on every scored dataset and SkullBreak's every kind
+        assert len(re.findall(rf"^\| {re.escape(label)} \|", paired, flags=re.M)) == (label != "MAE (D)") * BLOCKS
+    assert len(pd.read_csv(workflow_run / "table1_paired.csv")) == BLOCKS * 6 * 2  # 6 methods, DSC and HD95
     assert "## SkullBreak" in md and "## SkullFix\n" in md
+    assert all(f"### SkullBreak: {kind}" in md and f"### SkullBreak: {kind}" in paired for kind in KINDS)
     assert "## SkullFix, generalisation (new defects on its test skulls)" in md
     for png in ("figure4.png", "figure3.png", "masking_examples.png", "training_curves.png"):
         assert (workflow_run / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -169,11 +172,14 @@ def test_benchmarks_and_temporary_predictions(workflow_run):
 
 @pytest.mark.slow
 def test_table1_is_computed_from_the_per_case_files(workflow_run):
-    table = pd.read_csv(workflow_run / "table1.csv")
-    assert len(table) == len(SCORED) * len(METHODS)
+    table = pd.read_csv(workflow_run / "table1.csv", keep_default_na=False)
+    assert len(table) == BLOCKS * len(METHODS)
     assert set(table["dataset"]) == set(SCORED)
+    assert set(table.loc[table["defect_type"] != "", "dataset"]) == {"skullbreak"}
     for row in table.itertuples():
-        cases = pd.read_csv(workflow_run / "metrics" / row.dataset / f"{row.method}.csv")
+        cases = pd.read_csv(workflow_run / "metrics" / row.dataset / f"{row.method}.csv", keep_default_na=False)
+        if row.defect_type:
+            cases = cases[cases["defect_type"] == row.defect_type]
         assert row.cases == len(cases)
         assert row.failed == int(cases["empty_prediction"].sum())
         assert np.isclose(row.dsc_mean, cases["dsc"].mean(), atol=1e-4)
@@ -321,7 +327,8 @@ def test_evaluate_and_release_reproduce_the_runs_metrics(workflow_run, tmp_path,
     if dataset == "skullfix_generalisation":
         return
     card = json.loads(release_from_run(workflow_run, method, dataset=dataset, out=tmp_path).read_text())
-    row = pd.read_csv(workflow_run / "table1.csv").set_index(["dataset", "method"]).loc[(dataset, method)]
+    table = pd.read_csv(workflow_run / "table1.csv", keep_default_na=False)
+    row = table[table["defect_type"] == ""].set_index(["dataset", "method"]).loc[(dataset, method)]
     assert card["metrics"]["test"]["dsc_mean"] == pytest.approx(row["dsc_mean"], abs=1e-4)  # table1 rounds
     released = tmp_path / card["file"]  # the run's file plus a TorchScript copy of its network
     assert card["sha256"] == hashlib.sha256(released.read_bytes()).hexdigest()

@@ -26,7 +26,7 @@ from skullrecon.io import atomic_path
 from skullrecon.settings import is_mae
 
 __all__ = ["DEFAULT_MODEL", "CARD_FORMAT", "models_dir", "released", "resolve_model", "sha256_of",
-           "release_from_run", "headline"]
+           "release_from_run", "headline", "network_from_release"]
 
 #: What ``skullrecon reconstruct`` uses without ``--model``: the released MAE (D) with the highest
 #: validation score, the GPU-trained one (0.797 against the CPU run's 0.769).
@@ -196,6 +196,36 @@ def release_from_run(run: str | Path, method: str, name: str | None = None, data
     (out / f"{name}.json").write_text(json.dumps(card, indent=2) + "\n")
     (out / f"{name}.md").write_text(card_markdown(card))
     return out / f"{name}.json"
+
+
+def network_from_release(name: str, out_path: str | Path, config: dict[str, Any], folder: str | Path | None = None) -> str:
+    """Write released MAE ``name``'s network as a run's trained network file (``networks/mae_<v>.pt``, no
+    post-processing: ``bundle_model`` adds the run's), after checking that the release fits the run ``config``:
+    its SHA-256, method family, grid and margin, and that it learned from the run's MAE datasets with the same
+    test skulls held out, so that no skull the run scores was seen in training. Returns a line for the log."""
+    from skullrecon.models import _read, save_model, network_for
+
+    folder = Path(folder) if folder else models_dir()
+    card_path = folder / f"{name}.json"
+    if not card_path.is_file():
+        raise FileNotFoundError(f"{card_path}: no released model {name!r} (mae.released in the config)")
+    card = _read_card(card_path)
+    training = card["training"]
+    want = {"task": ("reconstruct", card["task"]), "grid": (config["preprocess"]["grid"], card["grid"]),
+            "margin": (config["preprocess"]["margin"], card["margin"])}
+    for dataset in config["mae"]["datasets"]:
+        want[f"held-out test skulls of {dataset}"] = (_test_ids(config, dataset), training.get("test_ids"))
+    want["training dataset"] = (sorted(config["mae"]["datasets"]), sorted([training["dataset"]]))
+    wrong = [f"{what} {got!r}, the run has {need!r}" for what, (need, got) in want.items() if need != got]
+    if wrong:
+        raise ValueError(f"{card_path}: release {name!r} does not fit this run: {'; '.join(wrong)}")
+    blob = _read(folder / card["file"], card["sha256"])
+    spec = {k: v for k, v in blob["spec"].items() if k != "postprocess"}
+    net = network_for(spec)
+    net.load_state_dict(blob["state_dict"])
+    save_model(out_path, net, spec)
+    return (f"{name}: {card['file']} (SHA-256 {card['sha256'][:12]}, run {training['run']} at commit "
+            f"{training['commit'][:10]}, {training['epochs']['trained']} epochs) -> {out_path}")
 
 
 def _test_ids(config: dict[str, Any], dataset: str) -> list[str] | None:

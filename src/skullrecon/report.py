@@ -43,7 +43,10 @@ METHOD_LABELS = {
     "attentionunet": "AttentionUnet",
     "segresnet": "SegResNet",
 }
-DATASET_LABELS = {"skullbreak": "SkullBreak", "skullfix": "SkullFix"}
+DATASET_LABELS = {"skullbreak": "SkullBreak", "skullfix": "SkullFix",
+                  "skullbreaklike": "SkullBreak-like (SkullBreak's five kinds cut into real SkullFix skulls)"}
+#: A dataset made like one of the paper's: its block shows that dataset's published values beside it.
+PAPER_EQUIVALENT = {"skullbreaklike": "skullbreak"}
 GENERALISATION_SUFFIX = "_generalisation"  # <source>_generalisation: new defects on its test skulls
 METRICS = ("dsc", "bdsc", "hd95")
 METRIC_LABELS = {"dsc": "DSC", "bdsc": "BDSC", "hd95": "HD95 [mm]"}
@@ -83,16 +86,31 @@ def _load_metrics(csv_paths: Sequence[str | Path]) -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True)
 
 
+def kinds_of(data: pd.DataFrame, dataset: str) -> list[str]:
+    """The defect kinds a dataset's block is split by: SkullBreak's (or the SkullBreak-like set's) five, in
+    the order met; none for one kind (SkullFix) or a generalisation set (its locations are one experiment)."""
+    if dataset.endswith(GENERALISATION_SUFFIX) or "defect_type" not in data:
+        return []
+    kinds = [k for k in dict.fromkeys(data.loc[data["dataset"] == dataset, "defect_type"]) if isinstance(k, str) and k]
+    return kinds if len(kinds) > 1 else []
+
+
 def summarise(csv_paths: Sequence[str | Path]) -> pd.DataFrame:
-    """Mean and median of each metric per dataset and method, with case and failure counts.
+    """Mean and median of each metric per dataset and method, with case and failure counts; for a dataset
+    of several defect kinds (:func:`kinds_of`) also per kind (``defect_type``; empty on the overall rows).
 
     Failed cases (empty implants) keep DSC = BDSC = 0 in the statistics; their HD95 is
     undefined and left out of the HD95 statistics, which the ``failed`` column makes visible.
     """
     data = _load_metrics(csv_paths)
     rows = []
-    for (dataset, method), group in data.groupby(["dataset", "method"], sort=False):
-        row: dict[str, Any] = {"dataset": dataset, "method": method, "cases": len(group),
+    groups = [(dataset, "", method, group) for (dataset, method), group in data.groupby(["dataset", "method"], sort=False)]
+    for dataset in dict.fromkeys(data["dataset"]):
+        for kind in kinds_of(data, dataset):
+            part = data[(data["dataset"] == dataset) & (data["defect_type"] == kind)]
+            groups += [(dataset, kind, method, group) for method, group in part.groupby("method", sort=False)]
+    for dataset, kind, method, group in groups:
+        row: dict[str, Any] = {"dataset": dataset, "defect_type": kind, "method": method, "cases": len(group),
                                "failed": int(group["empty_prediction"].astype(bool).sum())}
         if "scored_on" in group:  # which cases: the test folder, or held-out training skulls
             row["scored_on"] = "; ".join(dict.fromkeys(v for v in group["scored_on"] if isinstance(v, str) and v))
@@ -143,7 +161,10 @@ def write_table1(csv_paths: Sequence[str | Path], out_csv: str | Path, out_md: s
     table = summarise(csv_paths)
     paper = read_paper_table(paper_csv) if paper_csv is not None else None
     if paper is not None:
-        table = table.merge(paper, on=["dataset", "method"], how="left")
+        alike = [paper[paper["dataset"] == source].assign(dataset=made) for made, source in PAPER_EQUIVALENT.items()]
+        table = table.merge(pd.concat([paper, *alike], ignore_index=True), on=["dataset", "method"], how="left")
+        paper_columns = [c for c in table.columns if c.startswith("paper_")]
+        table.loc[table["defect_type"] != "", paper_columns] = float("nan")  # the paper gives no per-kind values
     table.to_csv(out_csv, index=False, float_format="%.4f")
     lines = ["# Table I: defect reconstruction on the test sets", "",
              "Mean / median per method. `paper` columns: the published Table I of Wodzinski, Hemmerling, "
@@ -153,20 +174,15 @@ def write_table1(csv_paths: Sequence[str | Path], out_csv: str | Path, out_md: s
         notes = [n for n in dict.fromkeys(block.get("scored_on", ())) if isinstance(n, str) and n]
         if notes:
             lines += [f"Scored on {'; '.join(notes)}.", ""]
-        with_paper = paper is not None and (paper["dataset"] == dataset).any()
-        header = ["Method", "Cases", "Failed"]
-        for m in METRICS:
-            header += [f"{METRIC_LABELS[m]} mean / median"] + ([f"{METRIC_LABELS[m]} paper mean / median"] if with_paper else [])
-        lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-        for row in block.itertuples():
-            cells = [METHOD_LABELS.get(row.method, row.method), str(row.cases), str(row.failed)]
-            for m in METRICS:
-                cells.append(f"{_fmt(getattr(row, f'{m}_mean'))} / {_fmt(getattr(row, f'{m}_median'))}")
-                if with_paper:
-                    cells.append(f"{_fmt(getattr(row, f'paper_{m}_mean'))} / {_fmt(getattr(row, f'paper_{m}_median'))}")
-            lines.append("| " + " | ".join(cells) + " |")
+        source = PAPER_EQUIVALENT.get(dataset, dataset)
+        with_paper = paper is not None and (paper["dataset"] == source).any()
+        if with_paper and source != dataset:
+            lines += [f"The `paper` columns are the published {dataset_label(source)} values.", ""]
+        lines += _table_lines(block[block["defect_type"] == ""], with_paper)
         if paper is not None and not with_paper:
             lines += ["", "The paper has no such experiment: no published values."]
+        for kind, part in block[block["defect_type"] != ""].groupby("defect_type", sort=False):
+            lines += ["", f"### {dataset_label(dataset)}: {kind}", ""] + _table_lines(part, False)
         lines.append("")
     if paired_csv is not None:
         paired = paired_bootstrap(csv_paths)
@@ -174,6 +190,22 @@ def write_table1(csv_paths: Sequence[str | Path], out_csv: str | Path, out_md: s
         lines += paired_markdown(paired)
     Path(out_md).write_text("\n".join(lines))
     return table
+
+
+def _table_lines(block: pd.DataFrame, with_paper: bool) -> list[str]:
+    """One Markdown table of a block of :func:`summarise`'s rows (with the paper's columns beside)."""
+    header = ["Method", "Cases", "Failed"]
+    for m in METRICS:
+        header += [f"{METRIC_LABELS[m]} mean / median"] + ([f"{METRIC_LABELS[m]} paper mean / median"] if with_paper else [])
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for row in block.itertuples():
+        cells = [METHOD_LABELS.get(row.method, row.method), str(row.cases), str(row.failed)]
+        for m in METRICS:
+            cells.append(f"{_fmt(getattr(row, f'{m}_mean'))} / {_fmt(getattr(row, f'{m}_median'))}")
+            if with_paper:
+                cells.append(f"{_fmt(getattr(row, f'paper_{m}_mean'))} / {_fmt(getattr(row, f'paper_{m}_median'))}")
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines
 
 
 def paired_bootstrap(csv_paths: Sequence[str | Path], reference: str = "mae_d", metrics: Sequence[str] = ("dsc", "hd95"),
@@ -186,7 +218,11 @@ def paired_bootstrap(csv_paths: Sequence[str | Path], reference: str = "mae_d", 
     data = _load_metrics(csv_paths)
     key = ["case", "defect_type"] if "defect_type" in data else ["case"]
     rows = []
-    for dataset, block in data.groupby("dataset", sort=False):
+    units = [(dataset, "", block) for dataset, block in data.groupby("dataset", sort=False)]
+    for dataset in dict.fromkeys(data["dataset"]):  # and per kind, where a dataset has several (kinds_of)
+        units += [(dataset, kind, data[(data["dataset"] == dataset) & (data["defect_type"] == kind)])
+                  for kind in kinds_of(data, dataset)]
+    for dataset, kind, block in units:
         ref = block[block["method"] == reference].set_index(key)
         if ref.empty:
             continue
@@ -196,7 +232,7 @@ def paired_bootstrap(csv_paths: Sequence[str | Path], reference: str = "mae_d", 
             for metric in metrics:
                 diff = ref.loc[common, metric].astype(float) - other.loc[common, metric].astype(float)
                 values = diff.dropna().to_numpy()
-                row = {"dataset": dataset, "reference": reference, "method": method, "metric": metric,
+                row = {"dataset": dataset, "defect_type": kind, "reference": reference, "method": method, "metric": metric,
                        "cases": len(values), "cases_left_out": int(diff.isna().sum()), "resamplings": n_boot,
                        "mean_difference": float("nan"), "ci_low": float("nan"), "ci_high": float("nan")}
                 if len(values):
@@ -209,7 +245,8 @@ def paired_bootstrap(csv_paths: Sequence[str | Path], reference: str = "mae_d", 
 
 
 def paired_markdown(paired: pd.DataFrame) -> list[str]:
-    """The paired differences as Markdown blocks, one per dataset (for table1.md)."""
+    """The paired differences as Markdown blocks, one per dataset and one per defect kind of a dataset that has
+    several (for table1.md)."""
     if paired.empty:
         return []
     ref = METHOD_LABELS.get(paired["reference"].iloc[0], paired["reference"].iloc[0])
@@ -218,8 +255,10 @@ def paired_markdown(paired: pd.DataFrame) -> list[str]:
              f"Mean of the per-case differences ({ref} minus the method) with a paired bootstrap 95 % interval "
              f"({resamplings:,} resamplings of the cases). DSC: above 0 favours "
              f"{ref}; HD95: below 0 favours {ref}.", ""]
-    for dataset, block in paired.groupby("dataset", sort=False):
-        lines += [f"## {dataset_label(dataset)}", "", "| Method | Cases | " +
+    kind_of = paired["defect_type"].fillna("") if "defect_type" in paired else pd.Series("", index=paired.index)
+    for (dataset, kind), block in paired.groupby([paired["dataset"], kind_of], sort=False):
+        title = f"{dataset_label(dataset)}: {kind}" if kind else dataset_label(dataset)
+        lines += [f"{'###' if kind else '##'} {title}", "", "| Method | Cases | " +
                   " | ".join(f"{METRIC_LABELS[m]} difference [95 % CI]" for m in block["metric"].unique()) + " |",
                   "|" + "---|" * (2 + block["metric"].nunique())]
         for method, rows in block.groupby("method", sort=False):

@@ -35,13 +35,16 @@ def is_mae(method: str) -> bool:
     return method.startswith("mae_")
 
 
-def baseline_train(config: Mapping[str, Any], method: str) -> dict[str, Any]:
+def baseline_train(config: Mapping[str, Any], method: str, dataset: str | None = None) -> dict[str, Any]:
     """The ``baselines.train`` section of a run config for ``method``: its own epoch budget from
-    ``baselines.epochs_per_method`` where given (as the ``train_baseline`` rule passes it)."""
-    train = dict(config["baselines"]["train"])
-    own = (config["baselines"].get("epochs_per_method") or {}).get(method)
-    if own is not None:
-        train["epochs"] = own
+    ``baselines.epochs_per_method`` where given, and from ``baselines.epochs_per_dataset[dataset]`` above that
+    (the five-kind SkullBreak-like set has five pairs a skull), as the ``train_baseline`` rule passes it."""
+    baselines = config["baselines"]
+    train = dict(baselines["train"])
+    for own in ((baselines.get("epochs_per_method") or {}).get(method),
+                ((baselines.get("epochs_per_dataset") or {}).get(dataset) or {}).get(method)):
+        if own is not None:
+            train["epochs"] = own
     return train
 
 

@@ -540,13 +540,24 @@ def _loss_fn(cfg: LossConfig) -> Callable[[torch.Tensor, torch.Tensor], torch.Te
     return loss
 
 
+def skull_of(file: Path) -> tuple[str, str]:
+    """The skull a preprocessed case comes from: its folder and id (``<kind>_<id>`` -> ``<id>``), so that the
+    five SkullBreak kinds cut into one skull count as one skull."""
+    return str(file.parent), file.stem.rsplit("_", 1)[-1]
+
+
 def _split(files: Sequence[Path], fraction: float, seed: int) -> tuple[list[Path], list[Path]]:
-    files = sorted(files)
-    n_val = int(round(len(files) * fraction)) if len(files) > 1 else 0
-    n_val = min(max(n_val, 1 if fraction > 0 and len(files) > 1 else 0), len(files) - 1)
-    order = np.random.default_rng(seed).permutation(len(files))
-    val = {int(i) for i in order[:n_val]}
-    return [f for i, f in enumerate(files) if i not in val], [f for i, f in enumerate(files) if i in val]
+    """Training and validation cases, whole skulls to one side: a skull whose bilateral defect validates
+    must not train with its fronto-orbital one (the validation would score a skull the network has seen,
+    and the epochs chosen on it would favour memorising skulls). With one case per skull (SkullFix, the
+    healthy skulls) this is the split by case it always was: the same draw over the same order."""
+    files = sorted(files, key=lambda f: (skull_of(Path(f)), str(f)))
+    skulls = list(dict.fromkeys(skull_of(Path(f)) for f in files))
+    n_val = int(round(len(skulls) * fraction)) if len(skulls) > 1 else 0
+    n_val = min(max(n_val, 1 if fraction > 0 and len(skulls) > 1 else 0), len(skulls) - 1)
+    order = np.random.default_rng(seed).permutation(len(skulls))
+    val = {skulls[int(i)] for i in order[:n_val]}
+    return ([f for f in files if skull_of(Path(f)) not in val], [f for f in files if skull_of(Path(f)) in val])
 
 
 def _fingerprint(spec: dict, cfg: TrainConfig, files: Sequence[Path]) -> str:

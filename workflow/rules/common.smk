@@ -8,19 +8,28 @@ from snakemake.utils import validate
 validate(config, schema="../schemas/config.schema.yaml")
 
 RESULTS = f"results/{config['run']}"
-DATASETS = sorted(config["datasets"])  # a mapping: its YAML order must not matter
+# the SkullBreak-like dataset (issue 38): SkullBreak's five kinds cut into another dataset's complete skulls, its
+# split kept (rules/skullbreaklike.smk); trained on by the baselines and scored like a configured dataset
+SKULLBREAKLIKE = config.get("skullbreaklike")
+if SKULLBREAKLIKE and SKULLBREAKLIKE["source"] not in config["datasets"]:
+    raise ValueError(f"config skullbreaklike.source: no dataset {SKULLBREAKLIKE['source']!r} under datasets to take skulls from")
+DATASETS = sorted(config["datasets"]) + (["skullbreaklike"] if SKULLBREAKLIKE else [])  # YAML order must not matter
 # the generalisation experiment: <source>_generalisation holds new defects on the source's test skulls
 GENERALISATION = {f"{src}_generalisation": src for src in sorted(config.get("generalisation") or {})}
 for _src in GENERALISATION.values():
     if _src not in config["datasets"]:
         raise ValueError(f"config generalisation.{_src}: no dataset {_src!r} under datasets to take test skulls from")
-# the SkullBreak-like dataset (issue 38): SkullBreak's five kinds cut into another dataset's complete skulls;
-# built as a target of its own (its wiring into training and Table I is still to come)
-SKULLBREAKLIKE = config.get("skullbreaklike")
-if SKULLBREAKLIKE and SKULLBREAKLIKE["source"] not in config["datasets"]:
-    raise ValueError(f"config skullbreaklike.source: no dataset {SKULLBREAKLIKE['source']!r} under datasets to take skulls from")
-EVAL_DATASETS = DATASETS + list(GENERALISATION)  # every dataset scored in Table I and the figures
+ALL_DATASETS = DATASETS + list(GENERALISATION)
+# scored_datasets: Table I's blocks (default: every one); a dataset left out gets no baseline trained on it
+# (realdata/run-skullbreaklike.yaml: the SkullBreak-like block alone, SkullFix only the source of its skulls)
+EVAL_DATASETS = [d for d in ALL_DATASETS if d in (config.get("scored_datasets") or ALL_DATASETS)]
+for _name in config.get("scored_datasets") or []:
+    if _name not in ALL_DATASETS:
+        raise ValueError(f"config scored_datasets: no dataset {_name!r} in this run (it has {', '.join(ALL_DATASETS)})")
+TRAINED_DATASETS = [d for d in DATASETS if d in {GENERALISATION.get(e, e) for e in EVAL_DATASETS}]
 MAE_METHODS = [f"mae_{v}" for v in config["mae"]["variants"]]
+RELEASED_MAE = {v: n for v, n in (config["mae"].get("released") or {}).items() if v in config["mae"]["variants"]}
+TRAINED_VARIANTS = [v for v in config["mae"]["variants"] if v not in RELEASED_MAE]
 BASELINES = list(config["baselines"]["methods"])
 METHODS = MAE_METHODS + BASELINES
 ENV = "../../envs/skullrecon.yaml"
@@ -28,11 +37,11 @@ ENV = "../../envs/skullrecon.yaml"
 
 # Light or network-bound rules run on the submit host, not as cluster jobs (`--profile slurm`).
 # Partition, account and GPU model of the others are cluster settings: slurm/config.yaml.
-localrules: all, download_dataset, synthesize_dataset, resolved_config, bundle_model, masking_examples, table1, figure3, figure4, training_curves
+localrules: all, download_dataset, synthesize_dataset, resolved_config, released_mae, bundle_model, masking_examples, table1, figure3, figure4, training_curves
 
 
 wildcard_constraints:
-    dataset="|".join(EVAL_DATASETS),
+    dataset="|".join(ALL_DATASETS),
     source="|".join(GENERALISATION.values()) or "none",
     method="|".join(METHODS),
     baseline="|".join(BASELINES) or "none",
@@ -63,13 +72,15 @@ def setting(*keys):
     return canonical(value)
 
 
-def baseline_train(method):
-    """The baselines' training settings, with ``method``'s own epoch budget where the config gives one
-    (the workflow does not import the library: skullrecon.settings.baseline_train does the same)."""
+def baseline_train(method, dataset=None):
+    """The baselines' training settings, with ``method``'s own epoch budget where the config gives one, and
+    its budget on ``dataset`` above that (the workflow does not import the library:
+    skullrecon.settings.baseline_train does the same)."""
     train = dict(config["baselines"]["train"])
-    own = (config["baselines"].get("epochs_per_method") or {}).get(method)
-    if own is not None:
-        train["epochs"] = own
+    for own in ((config["baselines"].get("epochs_per_method") or {}).get(method),
+                ((config["baselines"].get("epochs_per_dataset") or {}).get(dataset) or {}).get(method)):
+        if own is not None:
+            train["epochs"] = own
     return canonical(train)
 
 
@@ -77,6 +88,8 @@ def root_of(dataset):
     """Where a dataset's files are: generated, downloaded, an existing copy, or derived (generalisation)."""
     if dataset in GENERALISATION:
         return f"{RESULTS}/data/generalisation/{GENERALISATION[dataset]}"
+    if dataset == "skullbreaklike":
+        return f"{RESULTS}/data/skullbreaklike"
     ds = config["datasets"][dataset]
     if ds["source"] == "data_dir":
         return ds["data_dir"]
@@ -94,6 +107,8 @@ def layout_of(dataset):
     if dataset in GENERALISATION:
         locations = config["generalisation"][GENERALISATION[dataset]]["locations"]
         return canonical({"train": "testing", "test": "testing", "types": list(locations)})
+    if dataset == "skullbreaklike":  # SkullBreak's own layout (skullrecon.skullbreaklike.FOLDERS)
+        return canonical({"train": "training", "test": "evaluation", "types": list(SKULLBREAKLIKE["kinds"])})
     return canonical(config["datasets"][dataset]["layout"])
 
 
@@ -109,8 +124,13 @@ def network_file(wildcards):
     return f"{RESULTS}/networks/{network_name(wildcards)}.pt"
 
 
+def trained_network_names():
+    """The networks this run trains (each with its training curve): not those taken from a release."""
+    return [n for n in network_names() if n.removeprefix("mae_") not in RELEASED_MAE or not n.startswith("mae_")]
+
+
 def network_names():
-    return MAE_METHODS + [f"{b}_{d}" for b in BASELINES for d in DATASETS]
+    return MAE_METHODS + [f"{b}_{d}" for b in BASELINES for d in TRAINED_DATASETS]
 
 
 def task_of(method):
@@ -128,7 +148,6 @@ def final_outputs():
         f"{RESULTS}/masking_examples.png",
         f"{RESULTS}/training_curves.png",
         *expand(f"{RESULTS}/models/{{network}}.pt", network=network_names()),
-        *([f"{RESULTS}/data/skullbreaklike"] if SKULLBREAKLIKE else []),
     ]
 
 

@@ -2,6 +2,8 @@
 
 
 rule download_dataset:
+    wildcard_constraints:
+        dataset="|".join(sorted(config["datasets"])),  # a configured dataset, not a derived one
     output:
         directory(f"{config['data_root']}/{{dataset}}"),
     log:
@@ -15,6 +17,8 @@ rule download_dataset:
 
 
 rule synthesize_dataset:
+    wildcard_constraints:
+        dataset="|".join(sorted(config["datasets"])),  # a configured dataset, not a derived one
     output:
         directory(f"{RESULTS}/data/{{dataset}}"),
     log:

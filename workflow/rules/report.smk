@@ -81,7 +81,7 @@ rule masking_examples:
 
 rule training_curves:
     input:
-        expand(f"{RESULTS}/training/{{network}}.csv", network=network_names()),
+        expand(f"{RESULTS}/training/{{network}}.csv", network=trained_network_names()),
     output:
         report(f"{RESULTS}/training_curves.png", caption="../report/training_curves.rst", category="Figures"),
     log:

@@ -5,6 +5,8 @@
 
 
 rule train_mae:
+    wildcard_constraints:
+        variant="|".join(TRAINED_VARIANTS) or "none",
     input:
         expand(f"{RESULTS}/preprocessed/{{dataset}}/train", dataset=config["mae"]["datasets"]),
     output:
@@ -38,6 +40,24 @@ rule train_mae:
         "../scripts/train_mae.py"
 
 
+# mae.released: a variant's network taken from a released model instead of trained (the SkullBreak-like block on
+# its own, realdata/run-skullbreaklike.yaml): refused unless the release learned from this run's MAE datasets with
+# the same test skulls held out, on the same grid (skullrecon.release.network_from_release)
+rule released_mae:
+    wildcard_constraints:
+        variant="|".join(RELEASED_MAE) or "none",
+    output:
+        model=f"{RESULTS}/networks/mae_{{variant}}.pt",
+    log:
+        f"{RESULTS}/logs/train/mae_{{variant}}.log",
+    params:
+        name=lambda wc: RELEASED_MAE[wc.variant],
+    conda:
+        ENV
+    script:
+        "../scripts/released_mae.py"
+
+
 rule train_baseline:
     input:
         f"{RESULTS}/preprocessed/{{dataset}}/train",
@@ -51,7 +71,7 @@ rule train_baseline:
     params:
         checkpoints=lambda wc: f"{RESULTS}/checkpoints/{wc.baseline}_{wc.dataset}",
         network=lambda wc: canonical(config["baselines"]["networks"].get(wc.baseline, {})),
-        train=lambda wc: baseline_train(wc.baseline),
+        train=lambda wc: baseline_train(wc.baseline, wc.dataset),
         grid=config["preprocess"]["grid"],
         margin=config["preprocess"]["margin"],
         device=config["device"],
