@@ -189,3 +189,29 @@ def test_a_released_file_holds_no_path_of_the_machine_that_made_it(released):
     source_dir = str(Path(skullrecon.models.__file__).resolve().parent).encode()
     assert not [n for n in names if n.endswith(".debug_pkl")]
     assert source_dir not in contents and b"site-packages" not in contents
+
+
+def test_a_release_is_a_runs_mae_only_where_it_learned_from_the_same_skulls(tmp_path):
+    """mae.released: the released network, unchanged, as the run's; refused in one line when the release held out
+    other test skulls than the run scores (it could have trained on one of them) or was made on another grid."""
+    import torch
+    import yaml
+
+    from skullrecon.models import load_model
+    from skullrecon.release import network_from_release
+
+    repo = Path(__file__).resolve().parents[1]
+    cfg = yaml.safe_load((repo / "realdata" / "run-skullbreaklike.yaml").read_text())
+    line = network_from_release("mae_d", tmp_path / "mae_d.pt", cfg)
+    assert line.startswith("mae_d: mae_d.pt (SHA-256 ")
+    ours, spec = load_model(tmp_path / "mae_d.pt")
+    theirs, _ = load_model(repo / "models" / "mae_d.pt")
+    x = (torch.rand(1, 1, 64, 64, 64) > 0.7).float()
+    assert "postprocess" not in spec and torch.equal(ours(x), theirs(x))  # bundle_model adds the run's own
+
+    cfg["datasets"]["skullfix"]["layout"]["test_ids"] = [1, 2]
+    cfg["preprocess"]["grid"] = 96
+    with pytest.raises(ValueError, match=r"mae_d\.json: release 'mae_d' does not fit this run: grid 64, the run has 96; "
+                                         r"held-out test skulls of skullfix \['000'"):
+        network_from_release("mae_d", tmp_path / "x.pt", cfg)
+    assert not (tmp_path / "x.pt").exists()

@@ -258,6 +258,30 @@ def test_paper_dag_has_every_stage_method_and_dataset():
         assert counts[rule] == "21", rule  # 7 methods on SkullBreak, SkullFix and skullfix_generalisation
 
 
+def _planned(*args: str) -> dict[str, int]:
+    proc = subprocess.run([sys.executable, "-m", "snakemake", "-n", "--forceall", "--quiet", "rules", *args], cwd=REPO,
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    return {rule: int(n) for rule, n in re.findall(r"^(\w+)\s+(\d+)$", proc.stdout, flags=re.M)}
+
+
+def test_realdata_dag_has_the_skullbreaklike_block():
+    """The realdata run trains each baseline on SkullFix and on the SkullBreak-like set (five kinds cut into the
+    same skulls), one MAE for both, and scores 7 methods on 3 datasets; its block on its own
+    (realdata/run-skullbreaklike.yaml) takes the MAE from its release and trains only the five-kind baselines."""
+    whole = _planned("--profile", "realdata")
+    assert whole["skullbreaklike_dataset"] == 1 and whole["train_mae"] == 2 and whole["train_baseline"] == 10
+    assert whole["metrics"] == 21 and "released_mae" not in whole
+    block = _planned("--profile", "realdata", "--configfile", "realdata/run-skullbreaklike.yaml")
+    assert block["released_mae"] == 2 and "train_mae" not in block and block["train_baseline"] == 5
+    assert block["metrics"] == 7 and "generalisation_dataset" not in block
+    assert block["preprocess"] == 3  # the block's train and test splits, and SkullFix's train for the mask figure
+    jobs = subprocess.run([sys.executable, "-m", "snakemake", "-n", "--forceall", "--profile", "realdata", "--configfile",
+                           "realdata/run-skullbreaklike.yaml"], cwd=REPO, capture_output=True, text=True).stdout
+    assert set(re.findall(r"networks/(\w+)\.pt", jobs)) == {"mae_d", "mae_nd"} | {
+        f"{m}_skullbreaklike" for m in ("unet", "unetr", "swinunetr", "attentionunet", "segresnet")}
+
+
 def test_generalisation_of_an_unknown_dataset_is_a_clear_error(tmp_path):
     bad = yaml.safe_load(CONFIG.read_text())
     bad["generalisation"] = {"skullbreak": bad["generalisation"]["skullfix"]}

@@ -176,7 +176,10 @@ def release_from_run(run: str | Path, method: str, name: str | None = None, data
     gen = run / "metrics" / f"{dataset}_generalisation" / f"{method}.csv"
     if gen.is_file():
         metrics["generalisation"] = _summary(gen)
-    section = config["mae"] if is_mae(method) else config["baselines"]
+    from skullrecon.settings import baseline_train
+
+    # what this network trained with: a baseline's own epochs (epochs_per_method, epochs_per_dataset) included
+    train = config["mae"].get("train", {}) if is_mae(method) else baseline_train(config, method, dataset)
     card = {
         "format": CARD_FORMAT, "name": name, "file": f"{name}.pt", "method": method, "arch": spec["arch"],
         "task": spec["task"], "grid": spec["grid"], "margin": spec["margin"],
@@ -186,7 +189,7 @@ def release_from_run(run: str | Path, method: str, name: str | None = None, data
                      _data_note(config, dataset), "commit": env.get("git_commit"), "commit_dirty": env.get("git_dirty"),
                      "torch": env.get("torch"), "monai": env.get("monai"), "host": env.get("host"),
                      "test_ids": _test_ids(config, dataset), "epochs": _epochs(run, model_file.stem), "epochs_chosen": epochs_chosen,
-                     "network": spec["network"], "train": section.get("train", {}),
+                     "network": spec["network"], "train": train,
                      "postprocess": spec.get("postprocess", {})},
         "metrics": metrics, "licence": DATA_LICENCE,
     }
@@ -228,18 +231,39 @@ def network_from_release(name: str, out_path: str | Path, config: dict[str, Any]
             f"{training['commit'][:10]}, {training['epochs']['trained']} epochs) -> {out_path}")
 
 
+def _skulls_of(config: dict[str, Any], dataset: str) -> str:
+    """The configured dataset whose skulls ``dataset`` holds: the SkullBreak-like set's source, else itself."""
+    return (config.get("skullbreaklike") or {}).get("source", dataset) if dataset == "skullbreaklike" else dataset
+
+
 def _test_ids(config: dict[str, Any], dataset: str) -> list[str] | None:
-    ids = config.get("datasets", {}).get(dataset, {}).get("layout", {}).get("test_ids")
+    ids = config.get("datasets", {}).get(_skulls_of(config, dataset), {}).get("layout", {}).get("test_ids")
     return [f"{int(i):03d}" for i in ids] if ids else None
 
 
 def _data_note(config: dict[str, Any], dataset: str) -> str:
+    if dataset == "skullbreaklike":
+        spec = config["skullbreaklike"]
+        return (f"skullbreaklike: SkullBreak's kinds {', '.join(spec['kinds'])} cut (seed {spec['seed']}, "
+                f"skullrecon.skullbreaklike) into the complete skulls of {_data_note(config, spec['source'])}")
     entry = config.get("datasets", {}).get(dataset, {})
     layout = entry.get("layout", {})
     ids = layout.get("test_ids")
     held = f"; test skulls {', '.join(f'{int(i):03d}' for i in ids)} held out" if ids else ""
     where = entry.get("data_dir") or entry.get("source", "?")
     return f"{dataset} ({where}), training folder '{layout.get('train', '?')}'{held}"
+
+
+def _rescore_line(card: dict[str, Any]) -> str:
+    """How to score a card's test row again."""
+    t = card["training"]
+    if t.get("dataset") == "skullbreaklike":  # made again, the same bytes, by the run's own rule
+        folder = f"results/{t['run']}/data/skullbreaklike"
+        return (f"Rescore the test row: `skullrecon evaluate --model {card['name']} --data {folder}/evaluation "
+                f"--out scores.csv`, the folder made first by `snakemake --profile realdata --configfile "
+                f"realdata/run-skullbreaklike.yaml {folder}` (its evaluation/ holds the test skulls only).")
+    return ("Rescore the test row: `skullrecon evaluate --model " + card["name"] + " --data <the training data's split "
+            "folder> " + (f"--ids {' '.join(t['test_ids'])} " if t.get("test_ids") else "") + "--out scores.csv`.")
 
 
 def card_markdown(card: dict[str, Any]) -> str:
@@ -261,8 +285,7 @@ def card_markdown(card: dict[str, Any]) -> str:
         "## Metrics (AutoImplant conventions; mean / median)", "",
         "| cases | DSC | boundary DSC (10 mm) | HD95 (mm) | failed | per case, in the run |", "|---|---|---|---|---|---|",
         *rows, "",
-        "Rescore the test row: `skullrecon evaluate --model " + card["name"] + " --data <the training data's split "
-        "folder> " + (f"--ids {' '.join(t['test_ids'])} " if t.get("test_ids") else "") + "--out scores.csv`.", "",
+        _rescore_line(card), "",
         "## Training", "",
         f"- data: {t['data']}",
         f"- run `{t['run']}` at commit `{t['commit']}`{' (uncommitted changes)' if t.get('commit_dirty') else ''}; "
