@@ -90,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
     cfg = yaml.safe_load(args.config.read_text())
     grid = args.grid or cfg["preprocess"]["grid"]
     native_bf16 = bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    print(f"# {card_name(torch.device('cpu'))}, {args.config} at {grid}^3, {args.cases} training cases, "
+    print(f"# {card_name(torch.device('cpu'))}, {args.config} at {grid}^3, {args.cases} training skulls, "
           f"one thread per job; native bf16: {native_bf16}")
     rows = []
     for job in jobs(cfg):

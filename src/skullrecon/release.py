@@ -115,10 +115,16 @@ def _summary(csv: Path) -> dict[str, Any]:
 
     from skullrecon.evaluate import summary_rows
 
-    table = pd.read_csv(csv, dtype={"case": str})
+    table = pd.read_csv(csv, dtype={"case": str, "defect_type": str}, keep_default_na=False, na_values={
+        m: [""] for m in ("dsc", "bdsc", "hd95")})
     out = summary_rows(table)
     out["per_case_csv"] = f"{csv.parent.name}/{csv.name}"
     out["scored_on"] = str(table["scored_on"].iloc[0]) if "scored_on" in table and len(table) else ""
+    kinds = [k for k in dict.fromkeys(table.get("defect_type", ())) if k]
+    if len(kinds) > 1:  # SkullBreak's kinds: each kind's row, and every case, which a test can score again in part
+        out["per_kind"] = {k: summary_rows(table[table["defect_type"] == k]) for k in kinds}
+        out["per_case"] = [{"case": r.case, "defect_type": r.defect_type, "dsc": float(r.dsc), "bdsc": float(r.bdsc),
+                            "hd95": float(r.hd95)} for r in table.itertuples()]
     return out
 
 
@@ -270,12 +276,15 @@ def card_markdown(card: dict[str, Any]) -> str:
     """The card for people: what the JSON says, in the order a user asks."""
     t, m = card["training"], card["metrics"]
     rows = []
+    def row(label: str, s: dict[str, Any], where: str) -> str:
+        return (f"| {label} ({s['cases']}) | {s['dsc_mean']:.3f} / {s['dsc_median']:.3f} | "
+                f"{s['bdsc_mean']:.3f} / {s['bdsc_median']:.3f} | {s['hd95_mean']:.2f} / {s['hd95_median']:.2f} "
+                f"| {s['failed']} | {where} |")
+
     for key, label in (("test", "test skulls"), ("generalisation", "new defects on the test skulls")):
         if key in m:
-            s = m[key]
-            rows.append(f"| {label} ({s['cases']}) | {s['dsc_mean']:.3f} / {s['dsc_median']:.3f} | "
-                        f"{s['bdsc_mean']:.3f} / {s['bdsc_median']:.3f} | {s['hd95_mean']:.2f} / {s['hd95_median']:.2f} "
-                        f"| {s['failed']} | `{s['per_case_csv']}` |")
+            rows.append(row(label, m[key], f"`{m[key]['per_case_csv']}`"))
+            rows += [row(f"{label}, {kind}", part, "") for kind, part in m[key].get("per_kind", {}).items()]
     epochs = t.get("epochs", {})
     return "\n".join([
         f"# Model card: {card['name']}", "",
