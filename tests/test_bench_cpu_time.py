@@ -17,20 +17,22 @@ def test_every_training_job_of_the_realdata_run_is_projected():
 
     cfg = yaml.safe_load((REPO / "realdata" / "run.yaml").read_text())
     jobs = {j["name"]: j for j in cpu_time.jobs(cfg)}
-    assert set(jobs) == {"mae_d", "mae_nd", "unet", "unetr", "swinunetr", "attentionunet", "segresnet"}
-    assert jobs["swinunetr"]["train"]["epochs"] == 20 and jobs["unet"]["train"]["epochs"] == 30  # its own epochs
-    assert jobs["mae_d"]["loss"] == cfg["mae"]["loss"] and jobs["unet"]["loss"] is None  # the MAE's own loss
-    assert jobs["mae_d"]["network"] == jobs["unet"]["network"]
+    baselines = ("unet", "unetr", "swinunetr", "attentionunet", "segresnet")
+    assert set(jobs) == {"mae_d", "mae_nd"} | {f"{m}_{d}" for m in baselines for d in ("skullfix", "skullbreaklike")}
+    assert jobs["swinunetr_skullfix"]["train"]["epochs"] == 20 and jobs["unet_skullfix"]["train"]["epochs"] == 30
+    assert jobs["swinunetr_skullbreaklike"]["train"]["epochs"] == 4 and jobs["unet_skullbreaklike"]["per_skull"] == 5
+    assert jobs["mae_d"]["loss"] == cfg["mae"]["loss"] and jobs["unet_skullfix"]["loss"] is None  # the MAE's own loss
+    assert jobs["mae_d"]["network"] == jobs["unet_skullfix"]["network"]
 
 
 def test_cpu_time_projects_jobs_at_a_tiny_grid(capsys):
     import cpu_time
 
     assert cpu_time.main(["--config", str(REPO / "realdata" / "run.yaml"), "--grid", "32", "--steps", "1",
-                          "--cases", "10", "--only", "mae_d", "unet"]) == 0
+                          "--cases", "10", "--only", "mae_d", "unet_skullfix"]) == 0
     out = capsys.readouterr().out
     rows = re.findall(r"^(\w+) +(\d+) epochs +step +([\d.]+) CPU-s +epoch +([\d.]+) +job +(\d+) CPU-s", out, re.M)
-    assert [r[0] for r in rows] == ["mae_d", "unet"] and [int(r[1]) for r in rows] == [150, 30]
+    assert [r[0] for r in rows] == ["mae_d", "unet_skullfix"] and [int(r[1]) for r in rows] == [150, 30]
     for _, epochs, step, epoch, job in rows:
         # 9 training cases (one held out for validation): the MAE 5 steps of 2, a baseline 9 of 1
         assert float(step) > 0 and float(epoch) >= float(step)
