@@ -43,11 +43,13 @@ def test_each_file_is_the_one_its_card_describes(card_path):
     training = card["training"]
     assert re.fullmatch(r"[0-9a-f]{40}", training["commit"]) and training["commit_dirty"] is False
     assert training["epochs_chosen"], "a release says how its epochs were chosen"
-    assert card["metrics"]["test"]["cases"] == len(training["test_ids"])
+    # a test skull a case, or one per kind (the SkullBreak-like set: five defects cut into each test skull)
+    assert card["metrics"]["test"]["cases"] == len(training["test_ids"]) * len(card["metrics"]["test"].get("per_kind", [0]))
 
 
-def test_the_releases_fit_35_mb():
-    assert sum((REPO / "models" / _card(p)["file"]).stat().st_size for p in CARDS) < 35e6
+def test_the_releases_fit_40_mb():
+    # eight networks with their TorchScript copies (35.4 MB); the wheel carries them all
+    assert sum((REPO / "models" / _card(p)["file"]).stat().st_size for p in CARDS) < 40e6
 
 
 def test_reconstruct_defaults_to_the_released_mae_d_gpu():
