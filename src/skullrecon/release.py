@@ -115,8 +115,9 @@ def _summary(csv: Path) -> dict[str, Any]:
 
     from skullrecon.evaluate import summary_rows
 
-    table = pd.read_csv(csv, dtype={"case": str, "defect_type": str}, keep_default_na=False, na_values={
-        m: [""] for m in ("dsc", "bdsc", "hd95")})
+    table = pd.read_csv(csv, dtype={"case": str, "defect_type": str})
+    if "defect_type" in table:  # SkullFix's cases have none: empty, not NaN
+        table["defect_type"] = table["defect_type"].fillna("")
     out = summary_rows(table)
     out["per_case_csv"] = f"{csv.parent.name}/{csv.name}"
     out["scored_on"] = str(table["scored_on"].iloc[0]) if "scored_on" in table and len(table) else ""
@@ -212,7 +213,7 @@ def network_from_release(name: str, out_path: str | Path, config: dict[str, Any]
     post-processing: ``bundle_model`` adds the run's), after checking that the release fits the run ``config``:
     its SHA-256, method family, grid and margin, and that it learned from the run's MAE datasets with the same
     test skulls held out, so that no skull the run scores was seen in training. Returns a line for the log."""
-    from skullrecon.models import _read, save_model, network_for
+    from skullrecon.models import _read, _rebuilt, save_model
 
     folder = Path(folder) if folder else models_dir()
     card_path = folder / f"{name}.json"
@@ -230,9 +231,7 @@ def network_from_release(name: str, out_path: str | Path, config: dict[str, Any]
         raise ValueError(f"{card_path}: release {name!r} does not fit this run: {'; '.join(wrong)}")
     blob = _read(folder / card["file"], card["sha256"])
     spec = {k: v for k, v in blob["spec"].items() if k != "postprocess"}
-    net = network_for(spec)
-    net.load_state_dict(blob["state_dict"])
-    save_model(out_path, net, spec)
+    save_model(out_path, _rebuilt(spec, blob["state_dict"], folder / card["file"]), spec)
     return (f"{name}: {card['file']} (SHA-256 {card['sha256'][:12]}, run {training['run']} at commit "
             f"{training['commit'][:10]}, {training['epochs']['trained']} epochs) -> {out_path}")
 

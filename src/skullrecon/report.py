@@ -95,6 +95,12 @@ def kinds_of(data: pd.DataFrame, dataset: str) -> list[str]:
     return kinds if len(kinds) > 1 else []
 
 
+def _kind_blocks(data: pd.DataFrame) -> list[tuple[str, str, pd.DataFrame]]:
+    """``(dataset, kind, its rows)`` for every kind of every dataset split by kind (:func:`kinds_of`)."""
+    return [(dataset, kind, data[(data["dataset"] == dataset) & (data["defect_type"] == kind)])
+            for dataset in dict.fromkeys(data["dataset"]) for kind in kinds_of(data, dataset)]
+
+
 def summarise(csv_paths: Sequence[str | Path]) -> pd.DataFrame:
     """Mean and median of each metric per dataset and method, with case and failure counts; for a dataset
     of several defect kinds (:func:`kinds_of`) also per kind (``defect_type``; empty on the overall rows).
@@ -105,10 +111,8 @@ def summarise(csv_paths: Sequence[str | Path]) -> pd.DataFrame:
     data = _load_metrics(csv_paths)
     rows = []
     groups = [(dataset, "", method, group) for (dataset, method), group in data.groupby(["dataset", "method"], sort=False)]
-    for dataset in dict.fromkeys(data["dataset"]):
-        for kind in kinds_of(data, dataset):
-            part = data[(data["dataset"] == dataset) & (data["defect_type"] == kind)]
-            groups += [(dataset, kind, method, group) for method, group in part.groupby("method", sort=False)]
+    groups += [(dataset, kind, method, group) for dataset, kind, part in _kind_blocks(data)
+               for method, group in part.groupby("method", sort=False)]
     for dataset, kind, method, group in groups:
         row: dict[str, Any] = {"dataset": dataset, "defect_type": kind, "method": method, "cases": len(group),
                                "failed": int(group["empty_prediction"].astype(bool).sum())}
@@ -218,10 +222,7 @@ def paired_bootstrap(csv_paths: Sequence[str | Path], reference: str = "mae_d", 
     data = _load_metrics(csv_paths)
     key = ["case", "defect_type"] if "defect_type" in data else ["case"]
     rows = []
-    units = [(dataset, "", block) for dataset, block in data.groupby("dataset", sort=False)]
-    for dataset in dict.fromkeys(data["dataset"]):  # and per kind, where a dataset has several (kinds_of)
-        units += [(dataset, kind, data[(data["dataset"] == dataset) & (data["defect_type"] == kind)])
-                  for kind in kinds_of(data, dataset)]
+    units = [(dataset, "", block) for dataset, block in data.groupby("dataset", sort=False)] + _kind_blocks(data)
     for dataset, kind, block in units:
         ref = block[block["method"] == reference].set_index(key)
         if ref.empty:
@@ -255,8 +256,7 @@ def paired_markdown(paired: pd.DataFrame) -> list[str]:
              f"Mean of the per-case differences ({ref} minus the method) with a paired bootstrap 95 % interval "
              f"({resamplings:,} resamplings of the cases). DSC: above 0 favours "
              f"{ref}; HD95: below 0 favours {ref}.", ""]
-    kind_of = paired["defect_type"].fillna("") if "defect_type" in paired else pd.Series("", index=paired.index)
-    for (dataset, kind), block in paired.groupby([paired["dataset"], kind_of], sort=False):
+    for (dataset, kind), block in paired.groupby(["dataset", "defect_type"], sort=False):
         title = f"{dataset_label(dataset)}: {kind}" if kind else dataset_label(dataset)
         lines += [f"{'###' if kind else '##'} {title}", "", "| Method | Cases | " +
                   " | ".join(f"{METRIC_LABELS[m]} difference [95 % CI]" for m in block["metric"].unique()) + " |",
