@@ -360,5 +360,5 @@ def test_skullbreaklike_block_per_kind_with_the_papers_skullbreak_values(tmp_pat
     assert int(nd["cases"].iloc[0]) == 4
     md = (tmp_path / "t.md").read_text()
     assert "published SkullBreak values" in md
-    assert all(md.count(f"### SkullBreak-like (SkullBreak's five kinds cut into real SkullFix skulls): {k}\n") == 2
+    assert all(md.count(f"### SkullBreak-like (five kinds in real SkullFix skulls): {k}\n") == 2
                for k in kinds)  # its Table I block and its paired block

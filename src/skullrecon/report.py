@@ -44,7 +44,7 @@ METHOD_LABELS = {
     "segresnet": "SegResNet",
 }
 DATASET_LABELS = {"skullbreak": "SkullBreak", "skullfix": "SkullFix",
-                  "skullbreaklike": "SkullBreak-like (SkullBreak's five kinds cut into real SkullFix skulls)"}
+                  "skullbreaklike": "SkullBreak-like (five kinds in real SkullFix skulls)"}  # short: a figure title
 #: A dataset made like one of the paper's: its block shows that dataset's published values beside it.
 PAPER_EQUIVALENT = {"skullbreaklike": "skullbreak"}
 GENERALISATION_SUFFIX = "_generalisation"  # <source>_generalisation: new defects on its test skulls
