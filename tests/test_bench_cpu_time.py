@@ -20,7 +20,11 @@ def test_every_training_job_of_the_realdata_run_is_projected():
     baselines = ("unet", "unetr", "swinunetr", "attentionunet", "segresnet")
     assert set(jobs) == {"mae_d", "mae_nd"} | {f"{m}_{d}" for m in baselines for d in ("skullfix", "skullbreaklike")}
     assert jobs["swinunetr_skullfix"]["train"]["epochs"] == 20 and jobs["unet_skullfix"]["train"]["epochs"] == 30
-    assert jobs["swinunetr_skullbreaklike"]["train"]["epochs"] == 4 and jobs["unet_skullbreaklike"]["per_skull"] == 5
+    five_kind = cfg["baselines"]["epochs_per_dataset"]["skullbreaklike"]  # the dataset's own epochs, not the 30 above
+    assert five_kind["swinunetr"] != 20 and five_kind["unet"] != 30
+    assert jobs["swinunetr_skullbreaklike"]["train"]["epochs"] == five_kind["swinunetr"]
+    assert jobs["unet_skullbreaklike"]["train"]["epochs"] == five_kind["unet"]
+    assert jobs["unet_skullbreaklike"]["per_skull"] == 5
     assert jobs["mae_d"]["loss"] == cfg["mae"]["loss"] and jobs["unet_skullfix"]["loss"] is None  # the MAE's own loss
     assert jobs["mae_d"]["network"] == jobs["unet_skullfix"]["network"]
 
@@ -50,8 +54,10 @@ def test_the_skullbreaklike_block_projects_five_kind_baselines_and_no_released_m
     cfg = yaml.safe_load((REPO / "realdata" / "run-skullbreaklike.yaml").read_text())
     jobs = {j["name"]: j for j in cpu_time.jobs(cfg)}
     assert set(jobs) == {"unet", "unetr", "swinunetr", "attentionunet", "segresnet"}
-    assert jobs["unet"]["per_skull"] == 5 and jobs["unet"]["train"]["epochs"] == 6
-    assert jobs["swinunetr"]["train"]["epochs"] == 4
+    five_kind = cfg["baselines"]["epochs_per_dataset"]["skullbreaklike"]
+    assert five_kind["unet"] != cfg["baselines"]["train"]["epochs"]  # so the check below tells them apart
+    assert jobs["unet"]["per_skull"] == 5 and jobs["unet"]["train"]["epochs"] == five_kind["unet"]
+    assert jobs["swinunetr"]["train"]["epochs"] == five_kind["swinunetr"]
     both = dict(cfg, scored_datasets=None, mae={**cfg["mae"], "released": {}})
     names = [j["name"] for j in cpu_time.jobs(both)]
     assert names[:2] == ["mae_d", "mae_nd"] and "unet_skullfix" in names and "unet_skullbreaklike" in names
