@@ -29,3 +29,21 @@ def test_ceiling_of_perfect_networks_on_a_synthetic_skull(tmp_path):
     assert baseline["dsc"] > 0.8
     assert mae_lc["dsc"] > mae_paper["dsc"] + 0.1
     assert mae_paper["hd95"] > 10 * baseline["hd95"]  # stray bone far from the defect
+
+
+def test_a_second_stage_cube_lifts_the_ceiling_of_a_coarse_grid(tmp_path):
+    """Issue 37's design: a perfect second stage on a cube around what a perfect first stage fills, at the cube's
+    own finer grid, scores above the coarse grid alone; outside the cube the first stage's output is kept."""
+    from ceiling import box_ceiling, ceiling
+
+    generate_dataset(tmp_path / "sf", "skullfix", n_train=1, n_test=0, shape=(96, 96, 72), spacing=(2.0, 2.0, 2.8),
+                     seed=3)
+    data = tmp_path / "sf" / "training_set"
+    coarse = pd.DataFrame(ceiling(data, "000", 16)).set_index(["method", "postprocess"])
+    refined = pd.DataFrame(box_ceiling(data, "000", 16, 48, 0.5)).set_index(["method", "postprocess"])
+    assert set(refined["grid"]) == {"16+box48"}
+    for method in ("perfect baseline", "perfect MAE"):
+        key = (method, "+open 1.6 +LC")
+        assert refined.loc[key, "dsc"] > coarse.loc[key, "dsc"] + 0.05, (method, refined.loc[key], coarse.loc[key])
+    side_mm = 96 * 2.0  # the skull's largest extent is below the volume's; the cube's voxels are finer than 16's
+    assert refined["box_voxel_mm"].max() < side_mm / 16
