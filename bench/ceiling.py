@@ -18,6 +18,7 @@ Run on training cases (the default: the nine ``realdata/`` validation cases of d
 from __future__ import annotations
 
 import argparse
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -26,7 +27,7 @@ import pandas as pd
 from skullrecon.io import read_volume
 from skullrecon.metrics import evaluate_case
 from skullrecon.postprocess import PostprocessConfig, extract_implant
-from skullrecon.preprocess import from_grid, plan_crop, to_grid
+from skullrecon.preprocess import _overlap, from_grid, plan_crop, to_grid
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = REPO.parent / "shared" / "data" / "skullfix" / "training_set"
@@ -37,47 +38,37 @@ POSTPROCESS = {
 }
 
 
-def ceiling(data: Path, case: str, grid: int) -> list[dict]:
+def _perfect(target: np.ndarray, geom) -> np.ndarray:
+    """A perfect network's output: the target as ``geom``'s grid sees it, back on the original grid."""
+    return from_grid((to_grid(target, geom) >= 0.5).astype(np.float32), geom, 0.5)
+
+
+def ceiling(data: Path, case: str, grid: int, boxes: Sequence[int] = (), box_margin: float = 0.5) -> list[dict]:
+    """Rows of a perfect MAE and a perfect baseline at ``grid`` (``grid``: the grid), and with a perfect
+    second stage on a cube of each of ``boxes`` (``grid``: ``<grid>+box<box>``, with ``box_voxel_mm``)."""
     defective = read_volume(data / "defective_skull" / f"{case}.nrrd")
     implant = read_volume(data / "implant" / f"{case}.nrrd").array
     complete = read_volume(data / "complete_skull" / f"{case}.nrrd").array
     geom = plan_crop(defective.array, defective.spacing, grid, 0.1)  # as the pipeline: from the input
+    targets = {"perfect MAE": ("reconstruct", complete), "perfect baseline": ("implant", implant)}
+    first = {method: _perfect(target, geom) for method, (_, target) in targets.items()}
+    # each cube is planned from what a perfect first stage fills (not the true implant): as a pipeline would
+    region = first["perfect baseline"] if first["perfect baseline"].any() else implant
+    cubes = [(box, plan_crop(region, defective.spacing, box, box_margin)) for box in boxes]
     rows = []
-    for method, target, task in (("perfect MAE", complete, "reconstruct"), ("perfect baseline", implant, "implant")):
-        seen = (to_grid(target, geom) >= 0.5).astype(np.float32)  # the training target on the grid
-        up = from_grid(seen, geom, 0.5)
-        for name, pp in POSTPROCESS.items():
-            found = extract_implant(up, defective.array, defective.spacing, task, PostprocessConfig.from_dict(pp))
-            m = evaluate_case(found, implant, defective.array, defective.spacing)
-            rows.append({"case": case, "grid": grid, "method": method, "postprocess": name, **m})
-    return rows
-
-
-def _inside(geom) -> tuple[slice, ...]:
-    """The part of the original volume that a planned cube covers."""
-    return tuple(slice(max(0, s), min(n, s + k)) for s, k, n in zip(geom.box_start, geom.box_size, geom.shape))
-
-
-def box_ceiling(data: Path, case: str, grid: int, box_grid: int, box_margin: float) -> list[dict]:
-    defective = read_volume(data / "defective_skull" / f"{case}.nrrd")
-    implant = read_volume(data / "implant" / f"{case}.nrrd").array
-    complete = read_volume(data / "complete_skull" / f"{case}.nrrd").array
-    geom = plan_crop(defective.array, defective.spacing, grid, 0.1)
-    # the cube is planned from what a perfect first stage fills (not the true implant): as a pipeline would
-    first_implant = from_grid((to_grid(implant, geom) >= 0.5).astype(np.float32), geom, 0.5)
-    box = plan_crop(first_implant if first_implant.any() else implant, defective.spacing, box_grid, box_margin)
-    inside = _inside(box)
-    voxel_mm = float(np.max(np.asarray(box.box_size) * np.asarray(box.spacing)) / box_grid)
-    rows = []
-    for method, target, task in (("perfect MAE", complete, "reconstruct"), ("perfect baseline", implant, "implant")):
-        up = from_grid((to_grid(target, geom) >= 0.5).astype(np.float32), geom, 0.5)
-        refined = from_grid((to_grid(target, box) >= 0.5).astype(np.float32), box, 0.5)
-        up[inside] = refined[inside]
-        for name, pp in POSTPROCESS.items():
-            found = extract_implant(up, defective.array, defective.spacing, task, PostprocessConfig.from_dict(pp))
-            m = evaluate_case(found, implant, defective.array, defective.spacing)
-            rows.append({"case": case, "grid": f"{grid}+box{box_grid}", "box_voxel_mm": round(voxel_mm, 2),
-                         "method": method, "postprocess": name, **m})
+    for method, (task, target) in targets.items():
+        stages = [({"grid": grid}, first[method])]
+        for box, cube in cubes:
+            inside = _overlap(cube)[0]  # the original voxels the cube covers
+            refined = first[method].copy()
+            refined[inside] = _perfect(target, cube)[inside]
+            voxel_mm = float(np.max(np.asarray(cube.box_size) * np.asarray(cube.spacing)) / box)
+            stages.append(({"grid": f"{grid}+box{box}", "box_voxel_mm": round(voxel_mm, 2)}, refined))
+        for stage, up in stages:
+            for name, pp in POSTPROCESS.items():
+                found = extract_implant(up, defective.array, defective.spacing, task, PostprocessConfig.from_dict(pp))
+                m = evaluate_case(found, implant, defective.array, defective.spacing)
+                rows.append({"case": case, **stage, "method": method, "postprocess": name, **m})
     return rows
 
 
@@ -92,19 +83,19 @@ def main() -> None:
     args = ap.parse_args()
     rows = []
     for grid in args.grids:
+        for case in args.cases:
+            rows += ceiling(args.data, case, grid, args.boxes, args.box_margin)
         for key in [grid] + [f"{grid}+box{b}" for b in args.boxes]:
-            for case in args.cases:
-                rows += (ceiling(args.data, case, grid) if key == grid else
-                         box_ceiling(args.data, case, grid, int(key.split("box")[1]), args.box_margin))
             part = pd.DataFrame([r for r in rows if r["grid"] == key])
             print(part.groupby(["method", "postprocess"])[["dsc", "bdsc", "hd95"]].mean().round(3)
                   .rename(columns=lambda c: f"{c} @{key}").to_string(), flush=True)
             if "box_voxel_mm" in part:
                 print(f"cube voxel: {part['box_voxel_mm'].min():.2f}-{part['box_voxel_mm'].max():.2f} mm", flush=True)
     df = pd.DataFrame(rows)
-    df["grid"] = df["grid"].astype(str)
+    order = [k for g in sorted(args.grids) for k in [g] + [f"{g}+box{b}" for b in args.boxes]]  # grids, then cubes
     print(f"\nmean over {len(args.cases)} cases ({', '.join(args.cases)}):")
-    print(df.pivot_table(index=["method", "postprocess"], columns="grid", values=["dsc", "hd95"]).round(3).to_string())
+    print(df.pivot_table(index=["method", "postprocess"], columns="grid", values=["dsc", "hd95"], sort=False)
+          .sort_index().reindex(columns=order, level="grid").round(3).to_string())
 
 
 if __name__ == "__main__":

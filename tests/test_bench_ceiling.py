@@ -34,13 +34,13 @@ def test_ceiling_of_perfect_networks_on_a_synthetic_skull(tmp_path):
 def test_a_second_stage_cube_lifts_the_ceiling_of_a_coarse_grid(tmp_path):
     """Issue 37's design: a perfect second stage on a cube around what a perfect first stage fills, at the cube's
     own finer grid, scores above the coarse grid alone; outside the cube the first stage's output is kept."""
-    from ceiling import box_ceiling, ceiling
+    from ceiling import ceiling
 
     generate_dataset(tmp_path / "sf", "skullfix", n_train=1, n_test=0, shape=(96, 96, 72), spacing=(2.0, 2.0, 2.8),
                      seed=3)
     data = tmp_path / "sf" / "training_set"
-    coarse = pd.DataFrame(ceiling(data, "000", 16)).set_index(["method", "postprocess"])
-    refined = pd.DataFrame(box_ceiling(data, "000", 16, 48, 0.5)).set_index(["method", "postprocess"])
+    rows = pd.DataFrame(ceiling(data, "000", 16, boxes=[48], box_margin=0.5)).set_index(["method", "postprocess"])
+    coarse, refined = rows[rows["grid"] == 16], rows[rows["grid"] != 16]
     assert set(refined["grid"]) == {"16+box48"}
     for method in ("perfect baseline", "perfect MAE"):
         key = (method, "+open 1.6 +LC")

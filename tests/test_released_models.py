@@ -44,7 +44,8 @@ def test_each_file_is_the_one_its_card_describes(card_path):
     assert re.fullmatch(r"[0-9a-f]{40}", training["commit"]) and training["commit_dirty"] is False
     assert training["epochs_chosen"], "a release says how its epochs were chosen"
     # a test skull a case, or one per kind (the SkullBreak-like set: five defects cut into each test skull)
-    assert card["metrics"]["test"]["cases"] == len(training["test_ids"]) * len(card["metrics"]["test"].get("per_kind", [0]))
+    test = card["metrics"]["test"]
+    assert test["cases"] == len(training["test_ids"]) * len(test.get("per_kind", [0]))
 
 
 def test_the_releases_fit_40_mb():
