@@ -77,7 +77,8 @@ class KeepInput(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         logits = self.net(x)
-        return torch.where(x > 0.5, torch.full_like(logits, self.KEPT_LOGIT), logits)
+        given = x[:, :1] > 0.5  # the bone given (a second stage's second channel is the first stage's output)
+        return torch.where(given, torch.full_like(logits, self.KEPT_LOGIT), logits)
 
 
 def network_for(spec: dict[str, Any]) -> nn.Module:
@@ -176,8 +177,9 @@ def embed_script(blob: dict[str, Any]) -> dict[str, Any]:
 
     spec = blob["spec"]
     net = _rebuilt(spec, blob["state_dict"], "model")
-    g = spec["grid"]
-    x = torch.zeros(1, 1, g, g, g)
+    # at the model's grid (a second stage: a 64^3 window of its grid, as it takes windows of any size)
+    g = spec["grid"] if spec["task"] != "refine" else min(spec["grid"], 64)
+    x = torch.zeros(1, spec["network"].get("in_channels", 1), g, g, g)
     x[..., g // 4: 3 * g // 4, g // 4: 3 * g // 4, g // 3: g // 2] = 1  # a slab: some input, not all empty
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")  # torch.jit.trace's deprecation notice
@@ -227,17 +229,19 @@ def validate_spec(spec: Any, path: str | os.PathLike = "model", need_postprocess
     net = spec["network"]
     if not isinstance(net, dict) or not all(isinstance(k, str) for k in net):
         raise ValueError(f"{path}: model spec 'network' must be a mapping of constructor arguments, got {net!r}")
-    for key in ("in_channels", "out_channels"):
-        if net.get(key, 1) != 1:
-            raise ValueError(f"{path}: model spec network {key} is {net[key]!r}; skull models take and give 1 channel")
+    channels = {"in_channels": 2 if spec.get("task") == "refine" else 1, "out_channels": 1}  # refine: + first stage
+    for key, want in channels.items():
+        if net.get(key, 1) != want:
+            raise ValueError(f"{path}: model spec network {key} is {net[key]!r}; this model takes "
+                             f"{channels['in_channels']} channel(s) and gives 1")
     grid = spec["grid"]
     if isinstance(grid, bool) or not isinstance(grid, int) or not 16 <= grid <= MAX_GRID:
         raise ValueError(f"{path}: model spec grid must be a whole number from 16 to {MAX_GRID}, got {grid!r}")
     margin = spec["margin"]
     if isinstance(margin, bool) or not isinstance(margin, (int, float)) or not 0 <= margin < 1:
         raise ValueError(f"{path}: model spec margin must be a fraction in [0, 1), got {margin!r}")
-    if spec["task"] not in ("reconstruct", "implant"):
-        raise ValueError(f"{path}: model spec task must be 'reconstruct' or 'implant', got {spec['task']!r}")
+    if spec["task"] not in ("reconstruct", "implant", "refine"):
+        raise ValueError(f"{path}: model spec task must be 'reconstruct', 'implant' or 'refine', got {spec['task']!r}")
     if "postprocess" not in spec:
         return
     if not isinstance(spec["postprocess"], dict):

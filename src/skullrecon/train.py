@@ -41,7 +41,7 @@ __all__ = ["TrainConfig", "LossConfig", "MaskedSkullDataset", "PairDataset", "Ep
            "TrainingStopped", "StepGuard", "step_problem", "bf16_conv_faults", "cpu_bf16_faults",
            "cpu_bf16_sound"]
 
-TASKS = ("reconstruct", "implant")
+TASKS = ("reconstruct", "implant", "refine")  # refine: the second stage (skullrecon.refine)
 # A training stops (TrainingStopped) after this many non-finite steps in a row, or when more than
 # this share of an epoch's steps (and at least that many) were skipped: one bad step is skipped and
 # logged (a bf16 overflow on a GPU can happen once), a run that keeps producing them is broken.
@@ -588,6 +588,8 @@ def train_model(
     log: Callable[[str], None] = print,
     progress: bool = True,
     loss: LossConfig | None = None,
+    refine: Any = None,
+    first_stage: Any = None,
 ) -> dict[str, Any]:
     """Train a network and write a self-contained model file.
 
@@ -603,6 +605,8 @@ def train_model(
             (``val_restored_dsc``: :func:`restored_dice` for the MAE, equal to ``val_dsc`` for
             the baselines, whose output is the implant).
         loss: the MAE's loss weights (default: whole-skull soft Dice only).
+        refine: the second stage's :class:`~skullrecon.refine.RefineConfig` (task ``refine``, with ``mask_cfg``).
+        first_stage: for ``refine``, a first-stage ``(network, spec)`` whose outputs it learns from (None: simulated).
     Returns:
         a summary (epochs run, resumed epoch, final validation DSC).
     """
@@ -610,8 +614,10 @@ def train_model(
 
     if task not in TASKS:
         raise ValueError(f"task must be one of {TASKS}, got {task!r}")
-    if task == "reconstruct" and mask_cfg is None:
-        raise ValueError("task 'reconstruct' needs a mask configuration")
+    if task in ("reconstruct", "refine") and mask_cfg is None:
+        raise ValueError(f"task {task!r} needs a mask configuration")
+    if task == "refine" and refine is None:
+        raise ValueError("task 'refine' needs its RefineConfig")
     if not files:
         raise ValueError("no training cases given")
     dev = pick_device(device)
@@ -625,10 +631,17 @@ def train_model(
                                                with_mask=loss_cfg.needs_mask, coarse_epochs=cfg.coarse_epochs,
                                                crop=cfg.crop)
         val_ds: Dataset = MaskedSkullDataset(val_files, mask_cfg, cfg.seed + 1, fixed=True)
+    elif task == "refine":
+        from skullrecon.refine import RefineDataset, refine_loss
+
+        train_ds = RefineDataset(train_files, refine, mask_cfg, cfg.seed, first_stage=first_stage)
+        val_ds = RefineDataset(val_files, refine, mask_cfg, cfg.seed + 1, fixed=True, first_stage=first_stage)
     else:
         train_ds, val_ds = PairDataset(train_files, cfg.crop, cfg.seed), PairDataset(val_files)
 
     net, opt, sched, loss_fn, use_bf16 = build_training(spec, cfg, dev, loss_cfg)
+    if task == "refine":
+        loss_fn = refine_loss
     channels_last = uses_channels_last(cfg, dev, use_bf16)  # the network already is (build_training)
     ema = make_ema(net, cfg.ema)
 
@@ -705,7 +718,8 @@ def _validate(net, ds: Dataset, dev: torch.device, bf16: bool, task: str,
         if not bool(torch.isfinite(logits).all()):  # a thresholded NaN would score as a plain miss
             return float("nan"), float("nan")
         scores.append(dice_score(logits, y).item())
-        restored.append(restored_dice(logits, x, y).item() if task == "reconstruct" else scores[-1])
+        # the second stage's input has a second channel (the first stage's output): the bone given is the first
+        restored.append(restored_dice(logits, x[:, :1], y).item() if task != "implant" else scores[-1])
     return float(np.mean(scores)), float(np.mean(restored))
 
 
