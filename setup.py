@@ -7,6 +7,7 @@ every release (``<name>.pt``, ``.json``, ``.md``) as ``skullrecon/released_model
 copies nothing. A wheel built without them is an error: it is the bug this file exists to prevent.
 """
 
+import json
 import shutil
 from pathlib import Path
 
@@ -27,7 +28,10 @@ class build_py_with_models(build_py):  # noqa: N801 - setuptools' command naming
         out = Path(self.build_lib) / "skullrecon" / "released_models"
         out.mkdir(parents=True, exist_ok=True)
         for card in cards:
-            for path in (card, card.with_suffix(".pt"), card.with_suffix(".md")):
+            # the files a card names: its network, and a two-stage release's second stage (shared, so copied once)
+            named = json.loads(card.read_text())
+            files = [named["file"]] + ([named["refiner"]["file"]] if named.get("refiner") else [])
+            for path in (card, card.with_suffix(".md"), *(MODELS / f for f in files)):
                 shutil.copyfile(path, out / path.name)
         shutil.copyfile(MODELS / "README.md", out / "README.md")
 

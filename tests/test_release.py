@@ -215,3 +215,53 @@ def test_a_release_is_a_runs_mae_only_where_it_learned_from_the_same_skulls(tmp_
                                          r"held-out test skulls of skullfix \['000'"):
         network_from_release("mae_d", tmp_path / "x.pt", cfg)
     assert not (tmp_path / "x.pt").exists()
+
+
+def _refiner(path: Path, coarse_grid: int) -> Path:
+    """An untrained second stage for a ``coarse_grid`` first stage (seeded: the same file on every machine)."""
+    from skullrecon.models import network_for, save_model
+    from skullrecon.refine import RefineConfig, network_spec
+
+    torch.manual_seed(0)
+    spec = network_spec(RefineConfig(grid=2 * coarse_grid, coarse_grid=coarse_grid, crop=32, roi_margin_mm=6.0),
+                        {"channels": [4, 8], "strides": [2]}, 0.1)
+    return save_model(path, network_for(spec), spec)
+
+
+def test_a_two_stage_release_carries_both_networks_and_evaluate_reproduces_it(released, tmp_path, monkeypatch,
+                                                                               capsys):
+    from skullrecon.release import release_refined, resolve_refiner
+
+    models = tmp_path / "models"
+    shutil.copytree(released["models"], models)
+    monkeypatch.setenv("SKULLRECON_MODELS", str(models))
+    grid = torch.load(models / "tiny.pt", map_location="cpu", weights_only=True)["spec"]["grid"]
+    refiner = _refiner(tmp_path / "refiner.pt", grid)
+    scores = tmp_path / "two_stage.csv"
+    evaluate_model(models / "tiny.pt", None, released["data"], out_csv=scores, workers=1, progress=False,
+                   refiner=(refiner, None))
+    card = json.loads(release_refined("tiny", refiner, "tiny_refined", scores, training={"data": "none: a test"},
+                                      out=models).read_text())
+    assert card["file"] == "tiny.pt" and card["refiner"]["file"] == "refiner.pt"  # the first stage's file, unchanged
+    assert card["single_stage"]["metrics"] == released["card"]["metrics"]
+    assert card["refiner"]["sha256"] in (models / "tiny_refined.md").read_text()
+    assert resolve_refiner("tiny_refined") == (models / "refiner.pt", card["refiner"]["sha256"])
+    assert resolve_refiner("tiny") is None and resolve_refiner("tiny_refined", "none") is None
+    out = tmp_path / "again.csv"
+    assert main(["evaluate", "--model", "tiny_refined", "--data", str(released["data"]), "--out", str(out),
+                 "--workers", "2", "--quiet"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["refiner"] == str(models / "refiner.pt")
+    for key, value in card["metrics"]["test"].items():
+        if key in summary:
+            assert summary[key] == value, key
+    assert main(["evaluate", "--model", "tiny_refined", "--refiner", "none", "--data", str(released["data"]), "--out",
+                 str(out), "--quiet"]) == 0
+    assert json.loads(capsys.readouterr().out)["dsc_mean"] == released["card"]["metrics"]["test"]["dsc_mean"]
+    blob = bytearray((models / "refiner.pt").read_bytes())
+    blob[len(blob) // 2] ^= 1
+    (models / "refiner.pt").write_bytes(bytes(blob))
+    defective = released["data"] / "defective_skull" / "bilateral" / "000.nrrd"
+    assert main(["reconstruct", str(defective), "--model", "tiny_refined", "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert "refiner.pt" in err and "SHA-256" in err and not (tmp_path / "o" / "implant.nrrd").exists()

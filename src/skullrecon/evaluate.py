@@ -44,7 +44,8 @@ def cases_of(data: str | Path, ids: Sequence[str] | None = None) -> list[Case]:
     return cases
 
 
-def _init(model: str, sha256: str | None, device: str, threads: int) -> None:
+def _init(model: str, sha256: str | None, device: str, threads: int,
+          refiner: tuple[str, str | None] | None = None) -> None:
     import torch
 
     from skullrecon.models import load_model, pick_device
@@ -52,7 +53,8 @@ def _init(model: str, sha256: str | None, device: str, threads: int) -> None:
     torch.set_num_threads(threads)
     dev = pick_device(device)
     net, spec = load_model(model, dev, need_postprocess=True, sha256=sha256)
-    _WORKER.update(net=net, spec=spec, device=dev)
+    second = load_model(refiner[0], dev, sha256=refiner[1]) if refiner is not None else None
+    _WORKER.update(net=net, spec=spec, device=dev, refiner=second)
 
 
 def _score(case: Case, margin_mm: float) -> dict[str, Any]:
@@ -70,7 +72,13 @@ def _score(case: Case, margin_mm: float) -> dict[str, Any]:
         raise ValueError(f"{case.implant}: not on the grid of {case.defective} ({differs})")
     grid_input, geom = preprocess_volume(defective.array, defective.spacing, spec["grid"], spec["margin"])
     prob = stored_probabilities(predict(net, grid_input, dev)).astype(np.float32)
-    prediction = from_grid(prob, geom, post.threshold)
+    if _WORKER.get("refiner") is None:
+        prediction = from_grid(prob, geom, post.threshold)
+    else:  # the second stage, as the refine rule runs it on the stored probabilities
+        from skullrecon.refine import refine_prediction
+
+        prediction = refine_prediction(defective.array, prob, grid_input, geom, spec["task"], *_WORKER["refiner"], dev,
+                                       post.threshold)
     implant = extract_implant(prediction, defective.array, defective.spacing, spec["task"], post)
     result = evaluate_case(implant, gt.array, defective.array, gt.spacing, margin_mm)
     return {"case": case.name, "defect_type": case.defect_type or "", **result}
@@ -78,8 +86,11 @@ def _score(case: Case, margin_mm: float) -> dict[str, Any]:
 
 def evaluate_model(model: str | Path, sha256: str | None, data: str | Path, ids: Sequence[str] | None = None,
                    out_csv: str | Path | None = None, workers: int | None = None, device: str = "cpu",
-                   margin_mm: float = 10.0, progress: bool = True) -> pd.DataFrame:
+                   margin_mm: float = 10.0, progress: bool = True,
+                   refiner: tuple[str | Path, str | None] | None = None) -> pd.DataFrame:
     """Per-case DSC, boundary DSC and HD95 of ``model`` on ``data`` (a split folder), in case order.
+
+    ``refiner``: a second stage's model file and its card's SHA-256 (:mod:`skullrecon.refine`).
 
     Written to ``out_csv`` (columns as the pipeline's per-case metrics) when given.
     """
@@ -88,7 +99,8 @@ def evaluate_model(model: str | Path, sha256: str | None, data: str | Path, ids:
     cases = cases_of(data, ids)
     workers = max(1, min(workers or os.cpu_count() or 1, len(cases)))
     threads = max(1, (os.cpu_count() or 1) // workers)
-    _init(str(model), sha256, device, threads)  # here first: a bad or altered model fails before any worker
+    second = (str(refiner[0]), refiner[1]) if refiner is not None else None
+    _init(str(model), sha256, device, threads, second)  # here first: a bad or altered model fails before any worker
     rows: list[dict[str, Any]] = []
     bar = tqdm(total=len(cases), unit="case", desc=f"evaluate {Path(model).name}", disable=not progress)
     if workers == 1:
@@ -98,7 +110,7 @@ def evaluate_model(model: str | Path, sha256: str | None, data: str | Path, ids:
     else:
         spawn = multiprocessing.get_context("spawn")  # forking a process whose torch runs threads can hang
         with ProcessPoolExecutor(workers, mp_context=spawn, initializer=_init,
-                                 initargs=(str(model), sha256, device, threads)) as pool:
+                                 initargs=(str(model), sha256, device, threads, second)) as pool:
             for row in pool.map(_score, cases, [margin_mm] * len(cases)):
                 rows.append(row)
                 bar.update()

@@ -115,7 +115,8 @@ def extract_cases(upsampled_dir: str | Path, cases_tsv: str | Path, out_dir: str
 def reconstruct_file(defective_path: str | Path, model_path: str | Path, out_dir: str | Path,
                      device: str = "auto", stl: bool = True, sha256: str | None = None,
                      volume: Volume | None = None,
-                     network: tuple[torch.nn.Module, dict[str, Any]] | None = None) -> dict[str, Any]:
+                     network: tuple[torch.nn.Module, dict[str, Any]] | None = None,
+                     refiner: tuple[str | Path, str | None] | None = None) -> dict[str, Any]:
     """One defective skull in, the implant (volume and STL mesh) and the reconstruction out.
 
     Uses only the model file: grid, margin, task and post-processing come from its spec.
@@ -127,6 +128,8 @@ def reconstruct_file(defective_path: str | Path, model_path: str | Path, out_dir
     ``network``: the network (on ``device``, in eval mode) and its model spec, already loaded (a MONAI
     bundle's inference config builds them from the bundle's files, :mod:`skullrecon.bundle`);
     ``model_path`` is then only named in the manifest and never read.
+    ``refiner``: a second stage's model file and the SHA-256 its card promises (:mod:`skullrecon.refine`): the
+    first stage's output is refined at the finer grid around what it fills, then post-processed as before.
     """
     from skullrecon.outputset import OutputSet, prepare_out_dir
 
@@ -141,6 +144,7 @@ def reconstruct_file(defective_path: str | Path, model_path: str | Path, out_dir
         net, spec = load_model(model_path, dev, need_postprocess=True, sha256=sha256)  # sha256: a released model's card
     else:
         net, spec = network
+    second = load_model(refiner[0], dev, sha256=refiner[1]) if refiner is not None else None
     timings["load"] = time.perf_counter() - t
 
     t = time.perf_counter()
@@ -158,8 +162,14 @@ def reconstruct_file(defective_path: str | Path, model_path: str | Path, out_dir
     # NIfTI and NRRD readers give Fortran-ordered arrays; element-wise steps that mix memory
     # orders are several times slower at 512^3, and a C-ordered result is slow to write back
     order = "F" if defective.array.flags.f_contiguous and not defective.array.flags.c_contiguous else "C"
-    prediction = from_grid(prob, geom, post.threshold, order=order)  # uint8, copied back from the device
-    timings["upsample"] = time.perf_counter() - t
+    if second is None:
+        prediction = from_grid(prob, geom, post.threshold, order=order)  # uint8, copied back from the device
+    else:
+        from skullrecon.refine import refine_prediction
+
+        prediction = refine_prediction(defective.array, prob, grid_input, geom, spec["task"], *second, dev,
+                                       post.threshold, order)
+    timings["upsample" if second is None else "refine"] = time.perf_counter() - t
 
     suffix = ".nii.gz" if defective.format == "nifti" else ".nrrd"
     outputs = OutputSet(out_dir)  # staged, then moved into place as one set with a manifest last
@@ -191,6 +201,7 @@ def reconstruct_file(defective_path: str | Path, model_path: str | Path, out_dir
         result = {"seconds": timings, "device": str(dev), "implant_voxels": int(implant.sum()),
                   "empty": not implant.any(), "warnings": warnings}
         written = outputs.commit({"input": str(Path(defective_path).resolve()), "model": str(Path(model_path).resolve()),
+                                  "refiner": str(Path(refiner[0]).resolve()) if refiner is not None else None,
                                   "method": spec.get("method"), "task": spec["task"], **result})
     except BaseException:
         outputs.discard()

@@ -26,7 +26,7 @@ from skullrecon.io import atomic_path
 from skullrecon.settings import is_mae
 
 __all__ = ["DEFAULT_MODEL", "CARD_FORMAT", "models_dir", "released", "resolve_model", "sha256_of",
-           "release_from_run", "headline", "network_from_release"]
+           "release_from_run", "headline", "network_from_release", "resolve_refiner", "release_refined"]
 
 #: What ``skullrecon reconstruct`` uses without ``--model``: the released MAE (D) with the highest
 #: validation score, the GPU-trained one (0.797 against the CPU run's 0.769).
@@ -99,6 +99,30 @@ def resolve_model(model: str | Path | None, folder: str | Path | None = None) ->
                                 "finished run, results/<run>/models/<method>.pt)")
     raise FileNotFoundError(f"{name}: neither a model file nor a released model (released: "
                             f"{', '.join(names) or 'none'}; `skullrecon models` lists them)")
+
+
+def resolve_refiner(model: str | Path | None, refiner: str | None = None,
+                    folder: str | Path | None = None) -> tuple[Path, str | None] | None:
+    """The second stage to run after ``model`` (:mod:`skullrecon.refine`) and the SHA-256 a card promises for it.
+
+    ``refiner``: ``None`` for what ``model``'s card names (a two-stage release; a single-stage model or a plain
+    file: none), ``"none"`` for the single stage, or a refiner file. A two-stage release carries both networks:
+    its card's ``file`` is the first stage, its ``refiner`` the second.
+    """
+    if refiner is not None:
+        if refiner == "none":
+            return None
+        path = Path(refiner)
+        if not path.is_file():
+            raise FileNotFoundError(f"{refiner}: no such refiner file (or 'none' for the first stage alone)")
+        return path, None
+    folder = Path(folder) if folder else models_dir()
+    name = DEFAULT_MODEL if model is None else str(model)
+    card_path = Path(name).with_suffix(".json") if Path(name).is_file() else folder / f"{name}.json"
+    if not card_path.is_file():
+        return None
+    second = _read_card(card_path).get("refiner")
+    return (card_path.parent / second["file"], second["sha256"]) if second else None
 
 
 def headline(card: dict[str, Any]) -> dict[str, Any]:
@@ -305,5 +329,77 @@ def card_markdown(card: dict[str, Any]) -> str:
         f"- network: `{json.dumps(t['network'])}`",
         f"- training settings: `{json.dumps(t['train'])}`",
         f"- post-processing: `{json.dumps(t['postprocess'])}`", "",
+        *_second_stage_lines(card),
         "## Licence", "", card["licence"], "",
     ])
+
+
+def _second_stage_lines(card: dict[str, Any]) -> list[str]:
+    """A two-stage release's second stage, for its card (nothing for a single-stage one)."""
+    r = card.get("refiner")
+    if not r:
+        return []
+    single = card["single_stage"]
+    s = single["metrics"].get("test", {})
+    t = r.get("training", {})
+    learns = f"the outputs of {r['first_stage']['method']}" if r.get("first_stage") else "a simulated first stage"
+    return [
+        "## Second stage", "",
+        f"The first stage above is the release `{single['name']}` (alone: test DSC "
+        f"{s.get('dsc_mean', float('nan')):.3f}, "
+        f"HD95 {s.get('hd95_mean', float('nan')):.2f} mm); the metrics above are both stages'. The second stage "
+        f"(`skullrecon.refine`) refines its output on a {r['grid']}^3 grid of the same box around what it fills: "
+        f"`{r['file']}`, {r['file_bytes']:,} bytes, SHA-256 `{r['sha256']}` (checked on every load), "
+        f"{r['parameters']:,} parameters.", "",
+        f"- data: {t.get('data', '')}",
+        f"- run at commit `{t.get('commit', '?')}`; {t.get('cpu', '')}",
+        f"- learns from: {learns} on healthy skulls cut by the MAE (D)'s masks; no defect",
+        f"- how it was chosen: {t.get('chosen', '')}",
+        f"- network: `{json.dumps(r['network'])}`; settings: `{json.dumps(r['refine'])}`",
+        f"- training settings: `{json.dumps(r['train'])}`", "",
+    ]
+
+
+def release_refined(first: str, refiner: str | Path, name: str, test_csv: str | Path,
+                    generalisation_csv: str | Path | None = None, training: dict[str, Any] | None = None,
+                    refiner_name: str = "refiner", out: str | Path | None = None) -> Path:
+    """A two-stage release ``name``: the released first stage ``first`` (its file, unchanged) and the second stage
+    ``refiner`` (a trained refiner file, published as ``<refiner_name>.pt``; several two-stage releases share it).
+
+    The card is the first stage's with the second stage's file, SHA-256 and ``training`` (data, commit, settings),
+    the two stages' metrics from ``test_csv`` (and ``generalisation_csv``; per-case files of ``skullrecon evaluate
+    --refiner`` or ``bench/refine.py``) and the first stage's own metrics under ``single_stage``.
+    """
+    import torch
+
+    from skullrecon.models import embed_script
+
+    out = Path(out) if out else models_dir()
+    first_card = _read_card(out / f"{first}.json")
+    blob = embed_script(torch.load(refiner, map_location="cpu", weights_only=True))
+    if blob["spec"].get("task") != "refine":
+        raise ValueError(f"{refiner}: not a second-stage network (task {blob['spec'].get('task')!r})")
+    buf = io.BytesIO()
+    torch.save(blob, buf)
+    data = buf.getvalue()
+    file = f"{refiner_name}.pt"
+    existing = out / file
+    if existing.is_file() and sha256_of(existing) != sha256_of(data):
+        raise ValueError(f"{existing}: another second stage is released under this name; pass another refiner_name")
+    metrics = {"test": _summary(Path(test_csv))}
+    if generalisation_csv is not None:
+        metrics["generalisation"] = _summary(Path(generalisation_csv))
+    spec = blob["spec"]
+    card = {**first_card, "name": name, "metrics": metrics,
+            "single_stage": {"name": first, "metrics": first_card["metrics"]},
+            "refiner": {"file": file, "sha256": sha256_of(data), "file_bytes": len(data), "grid": spec["grid"],
+                        "coarse_grid": spec["refine"]["coarse_grid"], "torchscript": "script" in blob,
+                        "parameters": int(sum(v.numel() for v in blob["state_dict"].values() if v.is_floating_point())),
+                        "network": spec["network"], "refine": spec["refine"], "train": spec.get("train"),
+                        "val_restored_dsc": spec.get("val_dsc"), "first_stage": spec.get("first_stage"),
+                        "training": training or {}}}
+    with atomic_path(existing) as tmp:
+        tmp.write_bytes(data)
+    (out / f"{name}.json").write_text(json.dumps(card, indent=2) + "\n")
+    (out / f"{name}.md").write_text(card_markdown(card))
+    return out / f"{name}.json"
