@@ -24,6 +24,9 @@ CONFIG = REPO / "tests" / "workflow" / "run.yaml"
 RUN = yaml.safe_load(CONFIG.read_text())["run"]
 RESULTS = REPO / "results" / RUN
 METHODS = ["mae_d", "mae_nd", "unet", "unetr", "swinunetr", "attentionunet", "segresnet"]
+# the second stage refines two first stages in this config: their "+ 2nd stage" rows beside the seven
+REFINED = [f"{m}_refined" for m in yaml.safe_load(CONFIG.read_text())["refine"]["methods"]]
+ROWS = METHODS + REFINED
 SCORED = ["skullbreak", "skullfix", "skullfix_generalisation"]  # the last: new defects on skullfix's test skulls
 KINDS = yaml.safe_load(CONFIG.read_text())["datasets"]["skullbreak"]["layout"]["types"]  # its block split by these
 BLOCKS = len(SCORED) + len(KINDS)  # Table I's blocks: a dataset each, and SkullBreak per kind
@@ -57,7 +60,11 @@ def test_table_and_figures_cover_every_method_and_dataset(workflow_run):
         assert len(re.findall(rf"^\| {re.escape(label)} \|", md, flags=re.M)) == BLOCKS, label
         # beside it, MAE (D) minus each other method on every scored dataset and SkullBreak's every kind
         assert len(re.findall(rf"^\| {re.escape(label)} \|", paired, flags=re.M)) == (label != "MAE (D)") * BLOCKS
-    assert len(pd.read_csv(workflow_run / "table1_paired.csv")) == BLOCKS * 6 * 2  # 6 methods, DSC and HD95
+    # 6 methods against MAE (D), 1 refined against the refined MAE (D), 2 refined against their single stage; x2 metrics
+    assert len(pd.read_csv(workflow_run / "table1_paired.csv")) == BLOCKS * (6 + 1 + 2) * 2
+    for label in ["MAE (D) + 2nd stage", "UNet + 2nd stage"]:
+        assert len(re.findall(rf"^\| {re.escape(label)} \|", md, flags=re.M)) == BLOCKS, label
+    assert "# Each method's second stage against its single stage" in paired
     assert "## SkullBreak" in md and "## SkullFix\n" in md
     assert all(f"### SkullBreak: {kind}" in md and f"### SkullBreak: {kind}" in paired for kind in KINDS)
     assert "## SkullFix, generalisation (new defects on its test skulls)" in md
@@ -93,17 +100,17 @@ def _edited(*keys, value):
 def test_postprocess_change_reruns_implants_not_training(workflow_run, tmp_path):
     closing = yaml.safe_load(CONFIG.read_text())["postprocess"]["closing_mm"]
     plan = _plan_with(tmp_path, _edited("postprocess", "closing_mm", value=closing + 1.0))
-    n = len(SCORED) * len(METHODS)
+    n = len(SCORED) * len(ROWS)
     assert plan.get("extract_implants") == n and plan.get("metrics") == n, plan
     assert plan.get("bundle_model") == 12, plan  # the deliverable model files carry the new settings
     assert {"table1", "figure3", "figure4"} <= set(plan), plan
-    assert not {"train_mae", "train_baseline", "infer", "upsample", "preprocess"} & set(plan), plan
+    assert not {"train_mae", "train_baseline", "infer", "upsample", "preprocess", "train_refiner", "refine"} & set(plan)
 
 
 @pytest.mark.slow
 def test_metrics_change_reruns_only_metrics_and_tables(workflow_run, tmp_path):
     plan = _plan_with(tmp_path, _edited("metrics", "boundary_margin_mm", value=12.5))
-    assert plan.get("metrics") == len(SCORED) * len(METHODS), plan
+    assert plan.get("metrics") == len(SCORED) * len(ROWS), plan
     assert set(plan) <= {"metrics", "table1", "figure4", "resolved_config", "all"}, plan
     assert {"table1", "figure4"} <= set(plan), plan
 
@@ -113,7 +120,8 @@ def test_training_change_reruns_that_training(workflow_run, tmp_path):
     lr = yaml.safe_load(CONFIG.read_text())["mae"]["train"]["lr"]
     plan = _plan_with(tmp_path, _edited("mae", "train", "lr", value=lr / 2))
     assert plan.get("train_mae") == 2 and "train_baseline" not in plan, plan
-    assert plan.get("infer") == 6 and plan.get("metrics") == 6, plan  # 2 variants x 3 scored datasets
+    assert plan.get("infer") == 6 and plan.get("refine") == 3, plan  # 2 variants x 3 scored datasets; MAE (D) refined
+    assert plan.get("metrics") == 9 and "train_refiner" not in plan, plan
     plan = _plan_with(tmp_path, _edited("baselines", "networks", "unet", "num_res_units", value=2))
     assert plan.get("train_baseline") == 2 and "train_mae" not in plan, plan  # UNet, on both datasets
     # a method's own epoch budget retrains that method only; the same budget as train.epochs retrains nothing
@@ -122,6 +130,27 @@ def test_training_change_reruns_that_training(workflow_run, tmp_path):
     assert plan.get("train_baseline") == 2 and "train_mae" not in plan, plan  # UNETR, on both datasets
     same = _plan_with(tmp_path, _edited("baselines", "epochs_per_method", value={"unetr": epochs}))
     assert set(same) <= {"resolved_config", "all"}, same  # only the record of the config itself
+
+
+@pytest.mark.slow
+def test_second_stage_change_retrains_no_first_stage(workflow_run, tmp_path):
+    lr = yaml.safe_load(CONFIG.read_text())["refine"]["train"]["lr"]
+    plan = _plan_with(tmp_path, _edited("refine", "train", "lr", value=lr / 2))
+    assert plan.get("train_refiner") == 1 and plan.get("refine") == len(SCORED) * len(REFINED), plan
+    assert plan.get("metrics") == len(SCORED) * len(REFINED), plan  # the refined rows only
+    assert not {"train_mae", "train_baseline", "preprocess", "preprocess_fine", "upsample"} & set(plan), plan
+    # the predictions it reads are temporary: their inference runs again (seconds), no training
+    assert plan.get("infer", 0) <= len(SCORED) * len(REFINED), plan
+    # refining one more first stage adds its rows and trains nothing
+    methods = yaml.safe_load(CONFIG.read_text())["refine"]["methods"] + ["segresnet"]
+    plan = _plan_with(tmp_path, _edited("refine", "methods", value=methods))
+    assert plan.get("refine") == len(SCORED) and plan.get("metrics") == len(SCORED), plan
+    assert not {"train_mae", "train_baseline", "train_refiner"} & set(plan), plan
+    # without the section: the paper's single stage, nothing to do for the rows that stay
+    config = yaml.safe_load(CONFIG.read_text())
+    del config["refine"]
+    plan = _plan_with(tmp_path, config)
+    assert not {"train_mae", "train_baseline", "infer", "upsample", "metrics", "refine"} & set(plan), plan
 
 
 def _reordered(value):
@@ -162,18 +191,18 @@ def test_model_files_carry_training_and_postprocess_settings(workflow_run, tmp_p
 
 @pytest.mark.slow
 def test_benchmarks_and_temporary_predictions(workflow_run):
-    for kind, n in (("train", 12), ("infer", len(SCORED) * len(METHODS))):
+    for kind, n in (("train", 12 + 1), ("infer", len(SCORED) * len(METHODS))):  # + the second stage
         files = sorted((workflow_run / "benchmarks" / kind).glob("*.tsv"))
         assert len(files) == n, files
         assert pd.read_csv(files[0], sep="\t")["s"].iloc[0] > 0
     assert not (workflow_run / "predictions").exists() or not any((workflow_run / "predictions").rglob("*.npz"))
-    assert len(list((workflow_run / "upsampled").glob("*/*"))) == len(SCORED) * len(METHODS)  # kept for re-post-processing
+    assert len(list((workflow_run / "upsampled").glob("*/*"))) == len(SCORED) * len(ROWS)  # kept for re-post-processing
 
 
 @pytest.mark.slow
 def test_table1_is_computed_from_the_per_case_files(workflow_run):
     table = pd.read_csv(workflow_run / "table1.csv", keep_default_na=False)
-    assert len(table) == BLOCKS * len(METHODS)
+    assert len(table) == BLOCKS * len(ROWS)
     assert set(table["dataset"]) == set(SCORED)
     assert set(table.loc[table["defect_type"] != "", "dataset"]) == {"skullbreak"}
     for row in table.itertuples():
@@ -201,7 +230,7 @@ def test_implants_are_on_the_original_grid(workflow_run):
 def test_forcerun_reruns_only_the_rule_and_its_dependants(workflow_run):
     out = snakemake("-n", "--forcerun", "metrics", "--quiet", "rules").stdout
     counts = dict(re.findall(r"^(\w+)\s+(\d+)$", out, flags=re.M))
-    assert counts.pop("metrics") == str(len(SCORED) * len(METHODS))
+    assert counts.pop("metrics") == str(len(SCORED) * len(ROWS))
     assert set(counts) <= {"table1", "figure4", "all", "total"}, counts
     assert not {"train_mae", "train_baseline", "infer"} & set(counts)  # the plan's table (the output echoes the command)
 
@@ -318,8 +347,8 @@ def test_report_holds_tables_figures_curves_metrics_and_provenance(workflow_run,
     for name in ("table1.csv", "table1.md", "figure3.png", "figure4.png", "masking_examples.png",
                  "training_curves.png", "config.yaml", "env.json"):
         assert name in files, (name, sorted(files))
-    per_case = [n for n in names if Path(n).name in {f"{m}.csv" for m in METHODS}]
-    assert len(per_case) == len(SCORED) * len(METHODS), per_case  # every method on every scored dataset
+    per_case = [n for n in names if Path(n).name in {f"{m}.csv" for m in ROWS}]
+    assert len(per_case) == len(SCORED) * len(ROWS), per_case  # every method (and second stage) on every dataset
     html = next(zipfile.ZipFile(tmp_path / "report.zip").read(n) for n in names if n.endswith("report.html"))
     for category in (b"Table I", b"Figures", b"Per-case metrics", b"Run", b"skullbreak", b"skullfix"):
         assert category in html, category

@@ -43,6 +43,17 @@ METHOD_LABELS = {
     "attentionunet": "AttentionUnet",
     "segresnet": "SegResNet",
 }
+#: A second stage's row (:mod:`skullrecon.refine`): ``<method>_refined``, beside the method's single-stage row.
+REFINED_SUFFIX = "_refined"
+
+
+def method_label(method: str) -> str:
+    """A method's name in tables and figures (``mae_d_refined``: "MAE (D) + 2nd stage")."""
+    first = method.removesuffix(REFINED_SUFFIX)
+    label = METHOD_LABELS.get(first, first)
+    return f"{label} + 2nd stage" if method.endswith(REFINED_SUFFIX) else label
+
+
 DATASET_LABELS = {"skullbreak": "SkullBreak", "skullfix": "SkullFix",
                   "skullbreaklike": "SkullBreak-like (five kinds in real SkullFix skulls)"}  # short: a figure title
 #: A dataset made like one of the paper's: its block shows that dataset's published values beside it.
@@ -189,9 +200,13 @@ def write_table1(csv_paths: Sequence[str | Path], out_csv: str | Path, out_md: s
             lines += ["", f"### {dataset_label(dataset)}: {kind}", ""] + _table_lines(part, False)
         lines.append("")
     if paired_csv is not None:
-        paired = paired_bootstrap(csv_paths)
+        comparisons = [paired_bootstrap([p for p in csv_paths if not Path(p).stem.endswith(REFINED_SUFFIX)])]
+        comparisons += refined_comparisons(csv_paths)
+        comparisons = [c for c in comparisons if not c.empty]
+        paired = pd.concat(comparisons, ignore_index=True) if comparisons else pd.DataFrame()
         paired.to_csv(paired_csv, index=False, float_format="%.4f")
-        lines += paired_markdown(paired)
+        for part in comparisons:
+            lines += paired_markdown(part)
     Path(out_md).write_text("\n".join(lines))
     return table
 
@@ -203,7 +218,7 @@ def _table_lines(block: pd.DataFrame, with_paper: bool) -> list[str]:
         header += [f"{METRIC_LABELS[m]} mean / median"] + ([f"{METRIC_LABELS[m]} paper mean / median"] if with_paper else [])
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for row in block.itertuples():
-        cells = [METHOD_LABELS.get(row.method, row.method), str(row.cases), str(row.failed)]
+        cells = [method_label(row.method), str(row.cases), str(row.failed)]
         for m in METRICS:
             cells.append(f"{_fmt(getattr(row, f'{m}_mean'))} / {_fmt(getattr(row, f'{m}_median'))}")
             if with_paper:
@@ -245,24 +260,44 @@ def paired_bootstrap(csv_paths: Sequence[str | Path], reference: str = "mae_d", 
     return pd.DataFrame(rows)
 
 
+def refined_comparisons(csv_paths: Sequence[str | Path]) -> list[pd.DataFrame]:
+    """With a second stage in the run: the refined MAE (D) against every refined method, then each method's
+    refined row against its single-stage row (:func:`paired_bootstrap`, one frame per reference)."""
+    paths = [Path(p) for p in csv_paths]
+    refined = [p for p in paths if p.stem.endswith(REFINED_SUFFIX)]
+    out = []
+    if any(p.stem == f"mae_d{REFINED_SUFFIX}" for p in refined):
+        out.append(paired_bootstrap(refined, reference=f"mae_d{REFINED_SUFFIX}"))
+    own = [paired_bootstrap([path, path.with_name(path.name.replace(REFINED_SUFFIX, ""))], reference=path.stem)
+           for path in refined if path.with_name(path.name.replace(REFINED_SUFFIX, "")) in paths]
+    if own:
+        out.append(pd.concat(own, ignore_index=True))
+    return out
+
+
 def paired_markdown(paired: pd.DataFrame) -> list[str]:
     """The paired differences as Markdown blocks, one per dataset and one per defect kind of a dataset that has
     several (for table1.md)."""
     if paired.empty:
         return []
-    ref = METHOD_LABELS.get(paired["reference"].iloc[0], paired["reference"].iloc[0])
+    ref = method_label(paired["reference"].iloc[0])
     resamplings = int(paired["resamplings"].iloc[0])  # paired_bootstrap's n_boot, on every row
-    lines = [f"# {ref} against each method: paired differences on the same cases", "",
-             f"Mean of the per-case differences ({ref} minus the method) with a paired bootstrap 95 % interval "
-             f"({resamplings:,} resamplings of the cases). DSC: above 0 favours "
-             f"{ref}; HD95: below 0 favours {ref}.", ""]
+    own_stage = paired["reference"].nunique() > 1  # each method's second stage against its own single stage
+    if own_stage:
+        ref = "the second stage"
+        lines = ["# Each method's second stage against its single stage: paired differences on the same cases", ""]
+    else:
+        lines = [f"# {ref} against each method: paired differences on the same cases", ""]
+    lines += [f"Mean of the per-case differences ({ref} minus {'the single stage' if own_stage else 'the method'}) "
+              f"with a paired bootstrap 95 % interval ({resamplings:,} resamplings of the cases). DSC: above 0 "
+              f"favours {ref}; HD95: below 0 favours {ref}.", ""]
     for (dataset, kind), block in paired.groupby(["dataset", "defect_type"], sort=False):
         title = f"{dataset_label(dataset)}: {kind}" if kind else dataset_label(dataset)
         lines += [f"{'###' if kind else '##'} {title}", "", "| Method | Cases | " +
                   " | ".join(f"{METRIC_LABELS[m]} difference [95 % CI]" for m in block["metric"].unique()) + " |",
                   "|" + "---|" * (2 + block["metric"].nunique())]
-        for method, rows in block.groupby("method", sort=False):
-            cells = [METHOD_LABELS.get(method, method), str(int(rows["cases"].max()))]
+        for method, rows in block.groupby("reference" if own_stage else "method", sort=False):
+            cells = [method_label(method), str(int(rows["cases"].max()))]
             for r in rows.itertuples():
                 cells.append(f"{r.mean_difference:+.3f} [{r.ci_low:+.3f}, {r.ci_high:+.3f}]"
                              if np.isfinite(r.mean_difference) else "n/a")
@@ -292,7 +327,7 @@ def plot_figure4(csv_paths: Sequence[str | Path], out_png: str | Path) -> None:
             groups = [data[(data.dataset == dataset) & (data.method == m)][metric].astype(float).dropna()
                       for m in methods]
             ax.boxplot([g.to_numpy() for g in groups], showfliers=True)
-            ax.set_xticks(range(1, len(methods) + 1), [METHOD_LABELS.get(m, m) for m in methods],
+            ax.set_xticks(range(1, len(methods) + 1), [method_label(m) for m in methods],
                           rotation=30, ha="right")
             ax.set_title(f"{dataset_label(dataset)}: {METRIC_LABELS[metric]}", fontsize=9)
             ax.grid(axis="y", alpha=0.3)
@@ -334,7 +369,7 @@ def plot_figure3(results_dir: str | Path, datasets: Sequence[str], methods: Sequ
                 ax.set_xticks([])
                 ax.set_yticks([])
                 if v == 0:
-                    ax.set_title(METHOD_LABELS.get(column, column), fontsize=9)
+                    ax.set_title(method_label(column), fontsize=9)
             axes[2 * d, 0].set_ylabel(f"{dataset_label(dataset)} {case['name']}\ntop", fontsize=8)
             axes[2 * d + 1, 0].set_ylabel("side", fontsize=8)
     fig.tight_layout()
@@ -393,7 +428,7 @@ def plot_training_curves(csv_paths: Sequence[str | Path], out_png: str | Path) -
             raise ValueError(f"{path}: not a training log (no {sorted(missing)} columns)")
         name = Path(path).stem
         method, _, dataset = name.partition("_") if not is_mae(name) else (name, "", "")
-        label = METHOD_LABELS.get(method, method) + (f" ({DATASET_LABELS.get(dataset, dataset)})" if dataset else "")
+        label = method_label(method) + (f" ({DATASET_LABELS.get(dataset, dataset)})" if dataset else "")
         style = "-" if is_mae(name) else "--"
         ax_loss.plot(history["epoch"], history["train_loss"], style, label=label)
         line, = ax_dsc.plot(history["epoch"], history["val_dsc"], style, marker="." if len(history) < 20 else None,

@@ -32,6 +32,18 @@ RELEASED_MAE = {v: n for v, n in (config["mae"].get("released") or {}).items() i
 TRAINED_VARIANTS = [v for v in config["mae"]["variants"] if v not in RELEASED_MAE]
 BASELINES = list(config["baselines"]["methods"])
 METHODS = MAE_METHODS + BASELINES
+# the second stage (rules/refine.smk): <method>_refined rows for the first stages it refines; absent, single stage only
+REFINE = config.get("refine")
+REFINED_FIRST = [m for m in (REFINE.get("methods") or METHODS)] if REFINE else []
+for _m in REFINED_FIRST:
+    if _m not in METHODS:
+        raise ValueError(f"config refine.methods: no method {_m!r} in this run (it has {', '.join(METHODS)})")
+if REFINE and REFINE["grid"] % config["preprocess"]["grid"]:
+    raise ValueError(f"config refine.grid {REFINE['grid']} must be a multiple of preprocess.grid "
+                     f"{config['preprocess']['grid']}")
+REFINE_GRID = REFINE["grid"] if REFINE else 0
+REFINED = [f"{m}_refined" for m in REFINED_FIRST]
+SCORED_METHODS = METHODS + REFINED
 ENV = "../../envs/skullrecon.yaml"
 
 
@@ -43,7 +55,7 @@ localrules: all, download_dataset, synthesize_dataset, resolved_config, released
 wildcard_constraints:
     dataset="|".join(ALL_DATASETS),
     source="|".join(GENERALISATION.values()) or "none",
-    method="|".join(METHODS),
+    method="|".join(SCORED_METHODS),
     baseline="|".join(BASELINES) or "none",
     variant="d|nd",
     split="train|test",
@@ -126,7 +138,8 @@ def network_file(wildcards):
 
 def trained_network_names():
     """The networks this run trains (each with its training curve): not those taken from a release."""
-    return [n for n in network_names() if n.removeprefix("mae_") not in RELEASED_MAE or not n.startswith("mae_")]
+    first = [n for n in network_names() if n.removeprefix("mae_") not in RELEASED_MAE or not n.startswith("mae_")]
+    return first + (["refiner"] if REFINE else [])
 
 
 def network_names():
@@ -148,11 +161,12 @@ def final_outputs():
         f"{RESULTS}/masking_examples.png",
         f"{RESULTS}/training_curves.png",
         *expand(f"{RESULTS}/models/{{network}}.pt", network=network_names()),
+        *([f"{RESULTS}/networks/refiner.pt"] if REFINE else []),
     ]
 
 
 def all_metrics():
-    return expand(f"{RESULTS}/metrics/{{dataset}}/{{method}}.csv", dataset=EVAL_DATASETS, method=METHODS)
+    return expand(f"{RESULTS}/metrics/{{dataset}}/{{method}}.csv", dataset=EVAL_DATASETS, method=SCORED_METHODS)
 
 
 # Job sizes (what a job needs, not where it runs: partitions, account and GPU model are in the

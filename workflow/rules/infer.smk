@@ -2,6 +2,8 @@
 
 
 rule infer:
+    wildcard_constraints:
+        method="|".join(METHODS),
     input:
         model=network_file,
         cases=f"{RESULTS}/preprocessed/{{dataset}}/test",

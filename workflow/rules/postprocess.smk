@@ -3,6 +3,8 @@
 
 
 rule upsample:
+    wildcard_constraints:
+        method="|".join(METHODS),
     input:
         predictions=f"{RESULTS}/predictions/{{dataset}}/{{method}}",
         cases=f"{RESULTS}/preprocessed/{{dataset}}/test",
