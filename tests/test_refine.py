@@ -155,3 +155,15 @@ def test_one_epoch_writes_a_refiner_that_reconstruct_and_evaluate_load(tmp_path)
     refined = refine_prediction(defective, to_grid(skull, geom), grid_input, geom, "implant", net, spec,
                                 torch.device("cpu"))
     assert refined.shape == skull.shape
+
+
+def test_a_ramped_displacement_leaves_bone_at_the_rim_in_place():
+    skull = shell((48, 48, 48), (20, 18, 16), 3.0).astype(np.float32)
+    removed = np.zeros(skull.shape, bool)
+    removed[:, :, 36:] = skull[:, :, 36:] > 0
+    plain = SimulationConfig(shift_mm=9.0, blur_voxels=(0.0, 0.0), contrast=(1.0, 1.0), bias=0.0)
+    moved = simulate_first_stage(skull, removed, 3.0, plain, np.random.default_rng(2))
+    assert np.abs(moved - skull)[removed].mean() > 0.05  # displaced where bone was removed
+    ramped = SimulationConfig(**{**plain.__dict__, "ramp_mm": 1e4})  # the ramp never reaches its whole
+    kept = simulate_first_stage(skull, removed, 3.0, ramped, np.random.default_rng(2))
+    np.testing.assert_allclose(kept, skull, atol=0.02)

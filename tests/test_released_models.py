@@ -38,6 +38,11 @@ def test_each_file_is_the_one_its_card_describes(card_path):
     card = _card(card_path)
     blob = (card_path.parent / card["file"]).read_bytes()
     assert hashlib.sha256(blob).hexdigest() == card["sha256"] and len(blob) == card["file_bytes"]
+    if "refiner" in card:  # a two-stage release: its second stage too
+        second = (card_path.parent / card["refiner"]["file"]).read_bytes()
+        assert hashlib.sha256(second).hexdigest() == card["refiner"]["sha256"]
+        assert len(second) == card["refiner"]["file_bytes"] and card["refiner"]["sha256"] in card_path.with_suffix(
+            ".md").read_text()
     text = card_path.with_suffix(".md").read_text()
     assert card["sha256"] in text and "CC BY-NC-SA" in text and "CC BY-NC-SA" in card["licence"]
     training = card["training"]
@@ -49,8 +54,9 @@ def test_each_file_is_the_one_its_card_describes(card_path):
 
 
 def test_the_releases_fit_40_mb():
-    # eight networks with their TorchScript copies (35.4 MB); the wheel carries them all
-    assert sum((REPO / "models" / _card(p)["file"]).stat().st_size for p in CARDS) < 40e6
+    # eight networks with their TorchScript copies (35.4 MB) and a second stage; the wheel carries them all
+    files = {_card(p)["file"] for p in CARDS} | {_card(p)["refiner"]["file"] for p in CARDS if "refiner" in _card(p)}
+    assert sum((REPO / "models" / f).stat().st_size for f in files) < 40e6
 
 
 def test_reconstruct_defaults_to_the_released_mae_d_gpu():
@@ -65,10 +71,13 @@ def test_evaluate_reproduces_the_card_on_the_real_test_skulls(card_path):
     from conftest import real_file
     from skullrecon.evaluate import evaluate_model, summary_rows
 
+    from skullrecon.release import resolve_refiner
+
     card = _card(card_path)
     data = real_file("skullfix/training_set")
+    refiner = resolve_refiner(card["name"], folder=card_path.parent)  # a two-stage release: both networks
     table = evaluate_model(card_path.parent / card["file"], card["sha256"], data, ids=card["training"]["test_ids"],
-                           workers=2, progress=False)
+                           workers=2, progress=False, refiner=refiner)
     summary = summary_rows(table)
     for key, value in card["metrics"]["test"].items():
         if key not in summary:

@@ -195,6 +195,9 @@ def export_bundle(name: str, out: str | Path, folder: str | Path | None = None) 
     if not card_path.is_file():
         raise FileNotFoundError(f"{name}: not a released model in {folder} (`skullrecon models` lists them)")
     card = json.loads(card_path.read_text())
+    if card.get("refiner"):  # the bundle's inference config runs one network
+        raise ValueError(f"{name}: a two-stage release; a bundle holds one network: export its first stage, "
+                         f"{card['single_stage']['name']}")
     path, sha256 = resolve_model(name, folder)
     blob = _read(path, sha256)  # the release's bytes, checked against its card
     spec = json.loads(json.dumps(blob["spec"]))  # as the JSON config will give it back (tuples become lists)
