@@ -1,4 +1,5 @@
-# Network predictions on the grid for every test case (temporary: upsample is their only reader).
+# Network predictions on the grid for every test case: temporary where upsample is their only reader; kept where a
+# second stage reads them too (rules/refine.smk), so that changing it runs neither inference nor upsampling again.
 
 
 rule infer:
@@ -8,7 +9,9 @@ rule infer:
         model=network_file,
         cases=f"{RESULTS}/preprocessed/{{dataset}}/test",
     output:
-        temp(directory(f"{RESULTS}/predictions/{{dataset}}/{{method}}")),
+        directory(f"{RESULTS}/predictions/{{dataset}}/{{method}}")
+        if REFINE
+        else temp(directory(f"{RESULTS}/predictions/{{dataset}}/{{method}}")),
     log:
         f"{RESULTS}/logs/infer/{{dataset}}_{{method}}.log",
     benchmark:
