@@ -362,13 +362,14 @@ def _second_stage_lines(card: dict[str, Any]) -> list[str]:
 
 def release_refined(first: str, refiner: str | Path, name: str, test_csv: str | Path,
                     generalisation_csv: str | Path | None = None, training: dict[str, Any] | None = None,
-                    refiner_name: str = "refiner", out: str | Path | None = None) -> Path:
+                    refiner_name: str = "refiner", out: str | Path | None = None, script: bool = True) -> Path:
     """A two-stage release ``name``: the released first stage ``first`` (its file, unchanged) and the second stage
     ``refiner`` (a trained refiner file, published as ``<refiner_name>.pt``; several two-stage releases share it).
 
     The card is the first stage's with the second stage's file, SHA-256 and ``training`` (data, commit, settings),
     the two stages' metrics from ``test_csv`` (and ``generalisation_csv``; per-case files of ``skullrecon evaluate
-    --refiner`` or ``bench/refine.py``) and the first stage's own metrics under ``single_stage``.
+    --refiner`` or ``bench/refine.py``) and the first stage's own metrics under ``single_stage``. ``script``: add
+    the second stage's TorchScript copy (it loads without MONAI; it doubles the file).
     """
     import torch
 
@@ -376,7 +377,8 @@ def release_refined(first: str, refiner: str | Path, name: str, test_csv: str | 
 
     out = Path(out) if out else models_dir()
     first_card = _read_card(out / f"{first}.json")
-    blob = embed_script(torch.load(refiner, map_location="cpu", weights_only=True))
+    blob = torch.load(refiner, map_location="cpu", weights_only=True)
+    blob = embed_script(blob) if script else {k: v for k, v in blob.items() if k != "script"}
     if blob["spec"].get("task") != "refine":
         raise ValueError(f"{refiner}: not a second-stage network (task {blob['spec'].get('task')!r})")
     buf = io.BytesIO()
