@@ -71,12 +71,14 @@ def _models(args: argparse.Namespace) -> int:
     if not cards:
         print(f"no released models in {models_dir()}")
         return 0
-    print(f"{'name':<12} {'method':<14} {'grid':>4} {'test DSC':>9} {'HD95 mm':>8} {'new defects':>11} {'MB':>6}  sha256")
+    width = max(12, *(len(c["name"]) for c in cards))
+    print(f"{'name':<{width}} {'method':<14} {'grid':>4} {'test DSC':>9} {'HD95 mm':>8} {'new defects':>11} {'MB':>6}  "
+          "sha256")
     for h in map(headline, cards):
-        print(f"{h['name']:<12} {h['method']:<14} {h['grid']:>4} {h['test_dsc']:>9.3f} {h['test_hd95']:>8.2f} "
+        print(f"{h['name']:<{width}} {h['method']:<14} {h['grid']:>4} {h['test_dsc']:>9.3f} {h['test_hd95']:>8.2f} "
               f"{h['generalisation_dsc'] if h['generalisation_dsc'] is not None else float('nan'):>11.3f} "
               f"{h['size_mb']:>6.2f}  {h['sha256']}")
-    print(f"(cards: {models_dir()}/<name>.md; test DSC on {cards[0]['metrics']['test']['cases']} test skulls)")
+    print(f"(cards: {models_dir()}/<name>.md; test DSC: mean over each card's test cases)")
     return 0
 
 

@@ -128,9 +128,11 @@ def resolve_refiner(model: str | Path | None, refiner: str | None = None,
 def headline(card: dict[str, Any]) -> dict[str, Any]:
     """The numbers ``skullrecon models`` shows for one card."""
     test, gen = card["metrics"].get("test", {}), card["metrics"].get("generalisation", {})
-    return {"name": card["name"], "method": card["method"], "grid": card["grid"],
+    second = card.get("refiner")  # a two-stage release: both networks
+    return {"name": card["name"], "method": card["method"] + (" + 2nd" if second else ""), "grid": card["grid"],
             "test_cases": test.get("cases"), "test_dsc": test.get("dsc_mean"), "test_hd95": test.get("hd95_mean"),
-            "generalisation_dsc": gen.get("dsc_mean"), "size_mb": round(card["file_bytes"] / 1e6, 2),
+            "generalisation_dsc": gen.get("dsc_mean"),
+            "size_mb": round((card["file_bytes"] + (second["file_bytes"] if second else 0)) / 1e6, 2),
             "sha256": card["sha256"][:12]}
 
 
