@@ -70,11 +70,15 @@ def test_the_wheel_carries_every_release(installed):
     import zipfile
 
     names = set(zipfile.ZipFile(installed["wheel"]).namelist())
-    releases = sorted(p.stem for p in (REPO / "models").glob("*.json"))
-    assert releases, "no released models in models/"
-    for name in releases:
-        for suffix in (".pt", ".json", ".md"):
-            assert f"skullrecon/released_models/{name}{suffix}" in names
+    cards = sorted((REPO / "models").glob("*.json"))
+    assert cards, "no released models in models/"
+    for path in cards:
+        card = json.loads(path.read_text())
+        # a card, its Markdown and the files it names (a two-stage release: its first and its second stage)
+        files = [path.name, path.with_suffix(".md").name, card["file"]] + (
+            [card["refiner"]["file"]] if card.get("refiner") else [])
+        for file in files:
+            assert f"skullrecon/released_models/{file}" in names
     assert "skullrecon/__init__.py" in names
 
 
