@@ -22,7 +22,8 @@ from skullrecon.models import load_model, pick_device
 from skullrecon.postprocess import PostprocessConfig, extract_implant
 from skullrecon.preprocess import Geometry, from_grid, load_case, preprocess_volume
 
-__all__ = ["predict", "probabilities", "stored_probabilities", "infer_cases", "upsample_cases", "extract_cases", "reconstruct_file"]
+__all__ = ["predict", "probabilities", "stored_probabilities", "infer_cases", "read_prediction", "upsample_cases",
+           "extract_cases", "reconstruct_file"]
 
 
 @torch.no_grad()
@@ -75,6 +76,18 @@ def infer_cases(model_path: str | Path, cases_dir: str | Path, out_dir: str | Pa
     return summary
 
 
+def read_prediction(pred_dir: str | Path, name: str, defective: Volume) -> tuple[np.ndarray, Geometry]:
+    """A case's stored grid probabilities (float32) and geometry, checked against its defective skull."""
+    pred_file = Path(pred_dir) / f"{name}.npz"
+    if not pred_file.exists():
+        raise FileNotFoundError(f"{pred_file}: prediction missing for case {name}")
+    with np.load(pred_file) as data:
+        prob, geom = data["prob"].astype(np.float32), Geometry.from_json(str(data["geometry"]))
+    if defective.shape != geom.shape:
+        raise ValueError(f"{defective.path}: shape {defective.shape} differs from the preprocessed {geom.shape}")
+    return prob, geom
+
+
 def upsample_cases(pred_dir: str | Path, cases_tsv: str | Path, out_dir: str | Path, threshold: float = 0.5,
                    log: Callable[[str], None] = print) -> int:
     """Each grid prediction back on its case's original grid, written like the defective skull."""
@@ -82,14 +95,8 @@ def upsample_cases(pred_dir: str | Path, cases_tsv: str | Path, out_dir: str | P
 
     table = pd.read_csv(cases_tsv, sep="\t", dtype=str, keep_default_na=False)
     for row in table.itertuples():
-        pred_file = Path(pred_dir) / f"{row.name}.npz"
-        if not pred_file.exists():
-            raise FileNotFoundError(f"{pred_file}: prediction missing for case {row.name}")
-        with np.load(pred_file) as data:
-            prob, geom = data["prob"].astype(np.float32), Geometry.from_json(str(data["geometry"]))
         defective = read_volume(row.defective)
-        if defective.shape != geom.shape:
-            raise ValueError(f"{row.defective}: shape {defective.shape} differs from the preprocessed {geom.shape}")
+        prob, geom = read_prediction(pred_dir, row.name, defective)
         order = "F" if defective.array.flags.f_contiguous and not defective.array.flags.c_contiguous else "C"
         write_volume(Path(out_dir) / f"{row.name}.nrrd", from_grid(prob, geom, threshold, order=order),
                      like=defective)

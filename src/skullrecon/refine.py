@@ -380,6 +380,7 @@ def refine_cases(pred_dir: str | Path, cases_dir: str | Path, refiner_path: str 
     like the defective skull (what ``upsample`` writes for the single stage)."""
     import pandas as pd
 
+    from skullrecon.infer import read_prediction
     from skullrecon.io import read_volume, write_volume
     from skullrecon.models import load_model, pick_device
 
@@ -387,15 +388,9 @@ def refine_cases(pred_dir: str | Path, cases_dir: str | Path, refiner_path: str 
     net, spec = load_model(refiner_path, dev)
     table = pd.read_csv(Path(cases_dir) / "cases.tsv", sep="\t", dtype=str, keep_default_na=False)
     for row in table.itertuples():
-        pred_file = Path(pred_dir) / f"{row.name}.npz"
-        if not pred_file.exists():
-            raise FileNotFoundError(f"{pred_file}: prediction missing for case {row.name}")
-        with np.load(pred_file) as data:
-            prob, geom = data["prob"].astype(np.float32), Geometry.from_json(str(data["geometry"]))
-        grid_input = load_case(Path(cases_dir) / "cases" / f"{row.name}.npz")[0]["defective"]
         defective = read_volume(row.defective)
-        if defective.shape != geom.shape:
-            raise ValueError(f"{row.defective}: shape {defective.shape} differs from the preprocessed {geom.shape}")
+        prob, geom = read_prediction(pred_dir, row.name, defective)
+        grid_input = load_case(Path(cases_dir) / "cases" / f"{row.name}.npz")[0]["defective"]
         order = "F" if defective.array.flags.f_contiguous and not defective.array.flags.c_contiguous else "C"
         refined = refine_prediction(defective.array, prob, grid_input, geom, task, net, spec, dev, threshold, order)
         write_volume(Path(out_dir) / f"{row.name}.nrrd", refined, like=defective)
