@@ -19,7 +19,8 @@ import yaml
 
 from conftest import REPO
 
-GPU_RULES = {"train_mae", "train_baseline", "infer"}
+GPU_RULES = {"train_mae", "train_baseline", "infer", "train_refiner", "refine"}
+SECOND_STAGE = {"train_refiner", "refine"}  # planned only where a config has a refine section
 CPU_RULES = {"preprocess", "upsample", "extract_implants", "metrics"}
 
 
@@ -37,7 +38,7 @@ def plan(*args: str, cwd: Path = REPO) -> dict[str, list[dict[str, str]]]:
 
 
 def assert_a100_for_gpu_rules(jobs):
-    assert GPU_RULES <= set(jobs), sorted(jobs)
+    assert GPU_RULES - SECOND_STAGE <= set(jobs), sorted(jobs)
     for rule, entries in jobs.items():
         for res in entries:
             if rule in GPU_RULES:
@@ -64,8 +65,12 @@ def test_gpu_realdata_config_asks_for_a100(tmp_path):
 def test_users_own_configfile_asks_for_a100(tmp_path):
     own = yaml.safe_load((REPO / "demo" / "run.yaml").read_text())
     own.update(run="mine", device="auto")
+    # with a second stage: its training and its refine jobs are GPU jobs like the rest
+    own["refine"] = yaml.safe_load((REPO / "tests" / "workflow" / "run.yaml").read_text())["refine"]
     (tmp_path / "mine.yaml").write_text(yaml.safe_dump(own))
-    assert_a100_for_gpu_rules(plan("--profile", "slurm", "--configfile", str(tmp_path / "mine.yaml")))
+    jobs = plan("--profile", "slurm", "--configfile", str(tmp_path / "mine.yaml"))
+    assert SECOND_STAGE <= set(jobs), sorted(jobs)
+    assert_a100_for_gpu_rules(jobs)
 
 
 def test_partitions_from_the_plugin_flags_cpu_and_gpu_apart(tmp_path):
@@ -79,7 +84,7 @@ def test_partitions_from_the_plugin_flags_cpu_and_gpu_apart(tmp_path):
                 "slurm_account=proj42")
     assert_a100_for_gpu_rules(jobs)
     for rule in GPU_RULES | CPU_RULES:
-        for res in jobs[rule]:
+        for res in jobs.get(rule, []):
             assert res["slurm_partition"] == ("gpu" if rule in GPU_RULES else "cpu"), (rule, res)
             assert res["slurm_account"] == "proj42", (rule, res)
     # the rules' own sizes survive a --default-resources that replaces the profile's
@@ -118,7 +123,7 @@ def test_gpu_slots_never_reach_sbatch():
     jobs = plan("--profile", "slurm")
     params = {"run_uuid": "run", "slurm_logfile": "log", "comment_str": "rule", "account": "", "partition": "",
               "workdir": "."}
-    for rule in GPU_RULES:
+    for rule in GPU_RULES - SECOND_STAGE:  # the paper's config has no second stage
         res = jobs[rule][0]
         assert res["gpu_slots"] == "8", res  # the paper's 256^3: a whole card
         job = SimpleNamespace(name=rule, threads=8, is_group=lambda: False,

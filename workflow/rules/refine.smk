@@ -67,16 +67,19 @@ rule refine:
         directory(f"{RESULTS}/upsampled/{{dataset}}/{{method}}_refined"),
     log:
         f"{RESULTS}/logs/refine/{{dataset}}_{{method}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/refine/{{dataset}}_{{method}}.tsv"
     params:
         task=lambda wc: task_of(wc.method),
         threshold=config["postprocess"]["threshold"],
         device=config["device"],
     threads: 2
+    retries: 2  # as infer: a GPU job, a lost node is not a deterministic failure
     resources:
         gpu=1,
         gpu_slots=gpu_slots(),
         mem_mb=16000,
-        runtime=120,
+        runtime=lambda wc, attempt: 120 * attempt,
     conda:
         ENV
     script:
