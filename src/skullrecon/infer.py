@@ -17,7 +17,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from skullrecon.io import Volume, atomic_path, read_volume, write_volume
+from skullrecon.io import Volume, atomic_path, memory_order, read_volume, write_volume
 from skullrecon.models import load_model, pick_device
 from skullrecon.postprocess import PostprocessConfig, extract_implant
 from skullrecon.preprocess import Geometry, from_grid, load_case, preprocess_volume
@@ -97,7 +97,7 @@ def upsample_cases(pred_dir: str | Path, cases_tsv: str | Path, out_dir: str | P
     for row in table.itertuples():
         defective = read_volume(row.defective)
         prob, geom = read_prediction(pred_dir, row.name, defective)
-        order = "F" if defective.array.flags.f_contiguous and not defective.array.flags.c_contiguous else "C"
+        order = memory_order(defective.array)
         write_volume(Path(out_dir) / f"{row.name}.nrrd", from_grid(prob, geom, threshold, order=order),
                      like=defective)
         log(f"{row.name}: {geom.grid}^3 -> {geom.shape}")
@@ -168,7 +168,7 @@ def reconstruct_file(defective_path: str | Path, model_path: str | Path, out_dir
     post = PostprocessConfig.from_dict(spec["postprocess"])
     # NIfTI and NRRD readers give Fortran-ordered arrays; element-wise steps that mix memory
     # orders are several times slower at 512^3, and a C-ordered result is slow to write back
-    order = "F" if defective.array.flags.f_contiguous and not defective.array.flags.c_contiguous else "C"
+    order = memory_order(defective.array)
     if second is None:
         prediction = from_grid(prob, geom, post.threshold, order=order)  # uint8, copied back from the device
     else:

@@ -31,6 +31,7 @@ from torch.utils.data import Dataset
 from skullrecon.masking import MaskConfig, make_mask
 from skullrecon.preprocess import Geometry, bounding_box, from_grid, load_case, to_grid
 from skullrecon.settings import from_mapping
+from skullrecon.train import crop_window
 
 __all__ = ["RefineConfig", "SimulationConfig", "simulate_first_stage", "fill_box", "upsample_window",
            "RefineDataset", "train_refiner", "refine_prediction", "region_of_interest", "refine_cases",
@@ -189,12 +190,6 @@ def region_of_interest(complete: np.ndarray, grid_input: np.ndarray, geom: Geome
     return fill_box(complete, grid_input, margin, 16 // math.gcd(16, cfg.factor))
 
 
-def crop_window(target: np.ndarray, size: int, rng: np.random.Generator) -> tuple[slice, ...]:
-    from skullrecon.train import crop_window as window
-
-    return window(target, size, rng)
-
-
 class RefineDataset(Dataset):
     """Windows of healthy skulls at the fine grid: ((defective, simulated first stage), complete skull).
 
@@ -229,7 +224,7 @@ class RefineDataset(Dataset):
         rng = np.random.default_rng([self.seed, 0 if self.fixed else epoch + 1, j])
         f = self.cfg.factor
         removed = make_mask(coarse >= 0.5, spacing, self.mask_cfg, rng) & (coarse >= 0.5)
-        window = crop_window(removed, self.cfg.crop // f, rng)
+        window = crop_window(removed, self.cfg.crop // f, rng)  # the trainer's: centred on removed bone
         if self.first_stage is None:
             first = simulate_first_stage(coarse, removed, spacing, self.cfg.simulation, rng)
         else:
@@ -381,7 +376,7 @@ def refine_cases(pred_dir: str | Path, cases_dir: str | Path, refiner_path: str 
     import pandas as pd
 
     from skullrecon.infer import read_prediction
-    from skullrecon.io import read_volume, write_volume
+    from skullrecon.io import memory_order, read_volume, write_volume
     from skullrecon.models import load_model, pick_device
 
     dev = pick_device(device)
@@ -391,7 +386,7 @@ def refine_cases(pred_dir: str | Path, cases_dir: str | Path, refiner_path: str 
         defective = read_volume(row.defective)
         prob, geom = read_prediction(pred_dir, row.name, defective)
         grid_input = load_case(Path(cases_dir) / "cases" / f"{row.name}.npz")[0]["defective"]
-        order = "F" if defective.array.flags.f_contiguous and not defective.array.flags.c_contiguous else "C"
+        order = memory_order(defective.array)
         refined = refine_prediction(defective.array, prob, grid_input, geom, task, net, spec, dev, threshold, order)
         write_volume(Path(out_dir) / f"{row.name}.nrrd", refined, like=defective)
         log(f"{row.name}: {geom.grid}^3 refined at {spec['grid']}^3 -> {geom.shape}")
