@@ -11,7 +11,9 @@ row here equals ``skullrecon evaluate --model M [--refiner R]`` on that case.
 Rows are keyed by the models' methods, so one call scores one run's releases (the CPU run's, or the GPU-trained
 ``mae_d_gpu mae_nd_gpu segresnet_gpu unet_gpu``).
 
-``--out`` gets ``metrics/<dataset>/<method>[_refined].csv``, ``table1.md`` and ``table1_paired.csv``. Choose on
+``--out`` gets ``metrics/<dataset>/<method>[_refined].csv``, ``table1.md`` and ``table1_paired.csv`` (``seconds``:
+the upsampling or the second stage, the post-processing and the metrics of the row; the files of
+``bench/results/refine-*`` timed the first two only). Choose on
 the trainers' validation skulls (003, 006, 026, 047: held out of every realdata trainer, first stages and second
 stage alike); report on the test skulls.
 """
@@ -31,14 +33,11 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def main() -> None:
-    from skullrecon.evaluate import cases_of
+    from skullrecon.evaluate import cases_of, score_probabilities
     from skullrecon.infer import predict, stored_probabilities
     from skullrecon.io import read_volume
-    from skullrecon.metrics import evaluate_case
     from skullrecon.models import load_model
-    from skullrecon.postprocess import PostprocessConfig, extract_implant
-    from skullrecon.preprocess import from_grid, preprocess_volume
-    from skullrecon.refine import refine_prediction
+    from skullrecon.preprocess import preprocess_volume
     from skullrecon.release import resolve_model
     from skullrecon.report import write_table1
 
@@ -66,22 +65,14 @@ def main() -> None:
     for case in cases_of(args.data, args.ids):
         defective, gt = read_volume(case.defective), read_volume(case.implant)
         for method, (name, net, spec) in nets.items():
-            post = PostprocessConfig.from_dict(spec["postprocess"])
             grid_input, geom = preprocess_volume(defective.array, defective.spacing, spec["grid"], spec["margin"])
             prob = stored_probabilities(predict(net, grid_input, dev)).astype(np.float32)
-            t = time.perf_counter()
-            stages = {method: from_grid(prob, geom, post.threshold)}
-            t_single = time.perf_counter() - t
-            t = time.perf_counter()
-            stages[f"{method}_refined"] = refine_prediction(defective.array, prob, grid_input, geom, spec["task"],
-                                                            *refiner, dev, post.threshold)
-            t_refined = time.perf_counter() - t
-            for key, prediction in stages.items():
-                implant = extract_implant(prediction, defective.array, defective.spacing, spec["task"], post)
-                m = evaluate_case(implant, gt.array, defective.array, gt.spacing, 10.0)
+            for key, second in ((method, None), (f"{method}_refined", refiner)):
+                t = time.perf_counter()
+                m = score_probabilities(prob, grid_input, geom, defective, gt, spec, dev, 10.0, second)
                 rows.setdefault(key, []).append({"case": case.name, "defect_type": case.defect_type or "", **m,
-                                                 "seconds": t_refined if key.endswith("_refined") else t_single,
-                                                 "first_stage": name})
+                                                 "seconds": time.perf_counter() - t, "first_stage": name})
+            stages = (method, f"{method}_refined")
             print(case.name, name, " ".join(f"{k} {rows[k][-1]['dsc']:.3f}/{rows[k][-1]['hd95']:.2f}" for k in stages),
                   flush=True)
     folder = args.out / "metrics" / args.dataset

@@ -14,14 +14,20 @@ import multiprocessing
 import os
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 import pandas as pd
 
 from skullrecon.datasets import Case, DatasetError, Layout, list_cases
 
-__all__ = ["cases_of", "evaluate_model", "summary_rows"]
+if TYPE_CHECKING:  # torch and the volume types only for annotations: the workers import them when they score
+    import torch
+
+    from skullrecon.io import Volume
+    from skullrecon.preprocess import Geometry
+
+__all__ = ["cases_of", "evaluate_model", "score_probabilities", "summary_rows"]
 
 _WORKER: dict[str, Any] = {}
 
@@ -60,28 +66,40 @@ def _init(model: str, sha256: str | None, device: str, threads: int,
 def _score(case: Case, margin_mm: float) -> dict[str, Any]:
     from skullrecon.infer import predict, stored_probabilities
     from skullrecon.io import read_volume, same_grid
-    from skullrecon.metrics import evaluate_case
-    from skullrecon.postprocess import PostprocessConfig, extract_implant
-    from skullrecon.preprocess import from_grid, preprocess_volume
+    from skullrecon.preprocess import preprocess_volume
 
     net, spec, dev = _WORKER["net"], _WORKER["spec"], _WORKER["device"]
-    post = PostprocessConfig.from_dict(spec["postprocess"])
     defective, gt = read_volume(case.defective), read_volume(case.implant)
     differs = "shape" if defective.shape != gt.shape else same_grid(defective, gt)
     if differs:
         raise ValueError(f"{case.implant}: not on the grid of {case.defective} ({differs})")
     grid_input, geom = preprocess_volume(defective.array, defective.spacing, spec["grid"], spec["margin"])
     prob = stored_probabilities(predict(net, grid_input, dev)).astype(np.float32)
-    if _WORKER.get("refiner") is None:
+    result = score_probabilities(prob, grid_input, geom, defective, gt, spec, dev, margin_mm, _WORKER.get("refiner"))
+    return {"case": case.name, "defect_type": case.defect_type or "", **result}
+
+
+def score_probabilities(prob: np.ndarray, grid_input: np.ndarray, geom: Geometry, defective: Volume, gt: Volume,
+                        spec: dict[str, Any], device: torch.device, margin_mm: float = 10.0,
+                        refiner: tuple[torch.nn.Module, dict[str, Any]] | None = None) -> dict[str, Any]:
+    """The AutoImplant metrics of a first stage's grid probabilities (rounded as the pipeline stores them) against
+    the true implant ``gt``: upsampled, or refined by ``refiner`` (a loaded second stage and its spec) as the refine
+    rule runs it, then the model's own post-processing. One path for ``skullrecon evaluate`` and the benchmarks that
+    score variants of a first stage's output (``bench/refine.py``, ``bench/test_time.py``)."""
+    from skullrecon.metrics import evaluate_case
+    from skullrecon.postprocess import PostprocessConfig, extract_implant
+    from skullrecon.preprocess import from_grid
+
+    post = PostprocessConfig.from_dict(spec["postprocess"])
+    if refiner is None:
         prediction = from_grid(prob, geom, post.threshold)
-    else:  # the second stage, as the refine rule runs it on the stored probabilities
+    else:
         from skullrecon.refine import refine_prediction
 
-        prediction = refine_prediction(defective.array, prob, grid_input, geom, spec["task"], *_WORKER["refiner"], dev,
+        prediction = refine_prediction(defective.array, prob, grid_input, geom, spec["task"], *refiner, device,
                                        post.threshold)
     implant = extract_implant(prediction, defective.array, defective.spacing, spec["task"], post)
-    result = evaluate_case(implant, gt.array, defective.array, gt.spacing, margin_mm)
-    return {"case": case.name, "defect_type": case.defect_type or "", **result}
+    return evaluate_case(implant, gt.array, defective.array, gt.spacing, margin_mm)
 
 
 def evaluate_model(model: str | Path, sha256: str | None, data: str | Path, ids: Sequence[str] | None = None,
