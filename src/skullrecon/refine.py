@@ -17,6 +17,7 @@ gets the same stage (a baseline's implant becomes a complete-skull estimate by a
 
 from __future__ import annotations
 
+import functools
 import math
 import time
 from dataclasses import asdict, dataclass, field
@@ -246,12 +247,17 @@ class RefineDataset(Dataset):
         return prob if spec["task"] == "reconstruct" else np.maximum(prob, given)
 
 
-def refine_loss(logits: torch.Tensor, target: torch.Tensor, given: torch.Tensor) -> torch.Tensor:
-    """Soft Dice of the bone added where the defective skull has none (the MAE's ``added`` loss)."""
+@functools.cache
+def _soft_dice() -> torch.nn.Module:
     from monai.losses import DiceLoss
 
+    return DiceLoss(sigmoid=False)
+
+
+def refine_loss(logits: torch.Tensor, target: torch.Tensor, given: torch.Tensor) -> torch.Tensor:
+    """Soft Dice of the bone added where the defective skull has none (the MAE's ``added`` loss)."""
     free = 1 - given[:, :1]
-    return DiceLoss(sigmoid=False)(torch.sigmoid(logits) * free, target * free)
+    return _soft_dice()(torch.sigmoid(logits) * free, target * free)
 
 
 def network_spec(cfg: RefineConfig, network: dict[str, Any], margin: float) -> dict[str, Any]:
