@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from scipy import ndimage
 from torch import nn
 
 from conftest import shell
@@ -82,6 +83,25 @@ def test_training_windows_are_healthy_skulls_with_a_cut_and_a_first_stage(tmp_pa
     x2, y2 = RefineDataset(files, cfg, MASKS, seed=0)[0, 1]
     assert torch.equal(x, x2) and torch.equal(y, y2)  # draws depend on (seed, epoch, index) only
     assert not torch.equal(ds[1, 1][0], x)  # another epoch, another mask
+
+
+def test_a_training_defect_takes_all_the_bone_it_spans(tmp_path, monkeypatch):
+    """As a real defect does: no trace of the skull's surfaces is left inside it (coarse voxels that are mostly
+    air at the skull's surfaces once kept their fine bone, a hint of the true shape no real defect gives)."""
+    import skullrecon.refine as refine
+
+    files = _fine_skulls(tmp_path, n=1)
+    patch = np.zeros((32, 32, 32), bool)
+    patch[8:24, 8:24, 20:] = True  # a box through the top of the shell
+    monkeypatch.setattr(refine, "make_mask", lambda skull, spacing, cfg, rng: patch.copy())
+    cfg = RefineConfig(grid=64, coarse_grid=32, crop=64, samples_per_skull=1)  # the window is the whole grid
+    x, y = RefineDataset(files, cfg, MASKS, seed=0)[0, 0]
+    fine = np.ones((2, 2, 2), bool)  # the patch at the fine grid (its edges are smoothed, so within a voxel)
+    inside, near = np.kron(ndimage.binary_erosion(patch), fine), np.kron(ndimage.binary_dilation(patch), fine)
+    given, target = x[0].numpy() > 0.5, y[0].numpy() > 0
+    assert target[inside].sum() > 100  # the patch spans bone
+    assert not given[inside].any()
+    assert np.array_equal(given[~near], target[~near])  # and nothing outside it is cut
 
 
 class _CopyFirstStage(nn.Module):

@@ -224,14 +224,18 @@ class RefineDataset(Dataset):
         fine, coarse, spacing = self._skull(i)
         rng = np.random.default_rng([self.seed, 0 if self.fixed else epoch + 1, j])
         f = self.cfg.factor
-        removed = make_mask(coarse >= 0.5, spacing, self.mask_cfg, rng) & (coarse >= 0.5)
+        patches = make_mask(coarse >= 0.5, spacing, self.mask_cfg, rng)
+        removed = patches & (coarse >= 0.5)
         window = crop_window(removed, self.cfg.crop // f, rng)  # the trainer's: centred on removed bone
         if self.first_stage is None:
             first = simulate_first_stage(coarse, removed, spacing, self.cfg.simulation, rng)
         else:
             first = self._first_stage_output((coarse >= 0.5) & ~removed)
         fine_window = tuple(slice(s.start * f, s.stop * f) for s in window)
-        cut = upsample_window(removed.astype(np.float32), window, f) >= 0.5
+        # the whole patches come out at the fine grid, as a real defect takes all the bone it spans: cutting only the
+        # coarse voxels that are mostly bone left the skull's surfaces (about 5 % of the bone) inside the defect, a
+        # trace of the true shape that no real defect has (what the stage learned before 2026-12-06)
+        cut = upsample_window(patches.astype(np.float32), window, f) >= 0.5
         skull = fine[fine_window].astype(bool)
         x = np.stack([skull & ~cut, upsample_window(first, window, f)]).astype(np.float32)
         return torch.from_numpy(x), torch.from_numpy(skull.astype(np.uint8))[None]
@@ -278,8 +282,9 @@ def train_refiner(files: Sequence[Path], out_path: str | Path, cfg: RefineConfig
     from skullrecon.train import train_model
 
     # the masks in the spec from the start: they enter the checkpoint's fingerprint, so a masking change never
-    # resumes a checkpoint trained with other masks
-    spec = {**network_spec(cfg, network, margin), "masking": asdict(mask_cfg)}
+    # resumes a checkpoint trained with other masks; "cut": how the training defects are cut at the fine grid (the
+    # whole patches since 2026-12-06; a checkpoint of the earlier cut, which left bone in the defect, never resumes)
+    spec = {**network_spec(cfg, network, margin), "masking": asdict(mask_cfg), "cut": "patches"}
     first = None
     if first_stage is not None:  # learn from this network's outputs instead of simulated ones
         from skullrecon.models import load_model
