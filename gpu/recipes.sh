@@ -22,18 +22,11 @@ MAE_EPOCHS=${MAE_EPOCHS:-150 300}
 BASE_EPOCHS=${BASE_EPOCHS:-30}
 CHECK=${CHECK:---networks mae --warmup 2 --repeats 5 --loader-cases 8 --network-timeout 80 --budget 90}
 mkdir -p "$OUT" "$RUNS"
-export PYTHONUNBUFFERED=1 PYTHONPATH="src:${PYTHONPATH:-}"
-if [ -d .whl ] && ! python3 -c "import monai, cc3d, edt" 2>/dev/null; then
-    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site \
-        .whl/*.whl && export PYTHONPATH="src:/tmp/site"
-fi
+# shellcheck source=gpu/lent.sh
+. gpu/lent.sh
 
 {
-    date -u
-    nvidia-smi -L 2>/dev/null
-    lscpu | grep -E "Model name|^CPU\(s\)"
-    python3 -c "import torch, monai; print('torch', torch.__version__, 'monai', monai.__version__,
-'cpu native bf16', torch.ops.mkldnn._is_mkldnn_bf16_supported())"
+    machine_header
     # the paper config with the kept recipe's MAE loss and schedule (the step time is what the projection needs)
     # shellcheck disable=SC2086
     timeout 150 python3 bench/gpu.py --config config.yaml --set "mae.loss={whole: 0, region: 0, added: 1}" \

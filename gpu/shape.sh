@@ -33,17 +33,9 @@ FINE_EPOCHS=${FINE_EPOCHS:-300}
 BASE_EPOCHS=${BASE_EPOCHS:-30}
 CONFIG=realdata/run-gpu.yaml
 mkdir -p "$OUT" "$RUNS"
-export PYTHONUNBUFFERED=1 PYTHONPATH="src:${PYTHONPATH:-}"
-if [ -d .whl ] && ! python3 -c "import monai, cc3d, edt" 2>/dev/null; then
-    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site \
-        .whl/*.whl && export PYTHONPATH="src:/tmp/site"
-fi
-{
-    date -u
-    nvidia-smi -L 2>/dev/null
-    lscpu | grep -E "Model name|^CPU\(s\)"
-    python3 -c "import torch, monai; print('torch', torch.__version__, 'monai', monai.__version__)"
-} > "$OUT/gpu-check.txt" 2>&1
+# shellcheck source=gpu/lent.sh
+. gpu/lent.sh
+machine_header > "$OUT/gpu-check.txt" 2>&1
 
 fine_net="mae.network={channels: [8, 16, 32, 64, 64, 64], strides: [1, 2, 2, 2, 2], num_res_units: 1, norm: instance}"
 wide_net="mae.network={channels: [16, 32, 64, 128, 128], strides: [1, 2, 2, 2], num_res_units: 1, norm: instance}"
