@@ -145,6 +145,11 @@ def test_second_stage_change_retrains_no_first_stage(workflow_run, tmp_path):
     plan = _plan_with(tmp_path, _edited("refine", "methods", value=methods))
     assert plan.get("refine") == len(SCORED) and plan.get("metrics") == len(SCORED), plan
     assert not {"train_mae", "train_baseline", "train_refiner"} & set(plan), plan
+    # learning from a first stage's outputs (here the run's own MAE (D)) retrains the second stage, not the first
+    config = _edited("refine", "first_stage", value="results/test-workflow/networks/mae_d.pt")
+    plan = _plan_with(tmp_path, config)
+    assert plan.get("train_refiner") == 1 and plan.get("refine") == len(SCORED) * len(REFINED), plan
+    assert not {"train_mae", "train_baseline", "infer", "upsample"} & set(plan), plan
     # without the section: the paper's single stage, nothing to do for the rows that stay
     config = yaml.safe_load(CONFIG.read_text())
     del config["refine"]

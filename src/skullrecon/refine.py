@@ -355,11 +355,13 @@ def refine_prediction(defective: np.ndarray, first: np.ndarray | torch.Tensor, g
 
 def refine_run(input_dirs: Sequence[str | Path], model_path: str | Path, history_path: str | Path,
                checkpoint_dir: str | Path, refine: dict[str, Any], masking: dict[str, Any], coarse_grid: int,
-               margin: float, device: str = "auto", log: Callable[[str], None] = print) -> dict[str, Any]:
+               margin: float, device: str = "auto", log: Callable[[str], None] = print,
+               first_stage: str | Path | None = None) -> dict[str, Any]:
     """The ``train_refiner`` job: the second stage trained on ``healthy/*.npz`` (fine grid) of every input folder.
 
     ``refine``: the config's ``refine`` section (``network``, ``train`` and the :class:`RefineConfig` settings);
     the masks are the MAE (D)'s (``masking`` with ``deform``), drawn on the first stage's ``coarse_grid``.
+    ``first_stage``: a first stage's model file whose outputs it learns from instead of simulated ones.
     """
     import shutil
 
@@ -370,12 +372,12 @@ def refine_run(input_dirs: Sequence[str | Path], model_path: str | Path, history
     files = sorted(f for d in input_dirs for f in (Path(d) / "healthy").glob("*.npz"))
     if not files:
         raise FileNotFoundError(f"no healthy skulls in {[str(Path(d) / 'healthy') for d in input_dirs]}")
-    settings = {k: v for k, v in refine.items() if k not in ("network", "train", "methods")}
+    settings = {k: v for k, v in refine.items() if k not in ("network", "train", "methods", "first_stage")}
     cfg = RefineConfig.from_dict({**settings, "coarse_grid": coarse_grid})
     mask_cfg = MaskConfig.from_dict({**masking, "deform": True})
     history = Path(checkpoint_dir) / "history.csv"
     summary = train_refiner(files, model_path, cfg, mask_cfg, refine["network"], TrainConfig.from_dict(refine["train"]),
-                            margin, checkpoint_dir, history, device=device, log=log)
+                            margin, checkpoint_dir, history, device=device, log=log, first_stage=first_stage)
     shutil.copyfile(history, history_path)
     return summary
 

@@ -26,7 +26,9 @@ rule preprocess_fine:
 
 rule train_refiner:
     input:
-        expand(f"{RESULTS}/preprocessed_fine/{{dataset}}/train", dataset=config["mae"]["datasets"]),
+        skulls=expand(f"{RESULTS}/preprocessed_fine/{{dataset}}/train", dataset=config["mae"]["datasets"]),
+        # a first stage to learn from (refine.first_stage), else none: the first stage is simulated
+        first_stage=lambda wc: config["refine"].get("first_stage", []),
     output:
         model=f"{RESULTS}/networks/refiner.pt",
         history=f"{RESULTS}/training/refiner.csv",
@@ -36,8 +38,9 @@ rule train_refiner:
         f"{RESULTS}/benchmarks/train/refiner.tsv"
     params:
         checkpoints=f"{RESULTS}/checkpoints/refiner",
-        # which first stages are refined is the DAG's business, not the network's
-        refine=lambda wc: canonical({k: v for k, v in config["refine"].items() if k != "methods"}),
+        # which first stages are refined is the DAG's business, not the network's; the first stage to learn from is
+        # an input (its file, not its name, decides a rerun)
+        refine=lambda wc: canonical({k: v for k, v in config["refine"].items() if k not in ("methods", "first_stage")}),
         masking=setting("mae", "masking"),
         grid=config["preprocess"]["grid"],
         margin=config["preprocess"]["margin"],

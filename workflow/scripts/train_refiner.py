@@ -6,7 +6,8 @@ torch.set_num_threads(snakemake.threads)  # what the rule was given, not every c
 p = snakemake.params
 with to_file(snakemake.log[0]):
     refine_run(
-        input_dirs=snakemake.input,
+        input_dirs=snakemake.input.skulls,
+        first_stage=snakemake.input.first_stage or None,
         model_path=snakemake.output.model,
         history_path=snakemake.output.history,
         checkpoint_dir=p.checkpoints,
