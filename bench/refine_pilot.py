@@ -21,9 +21,7 @@ import yaml
 
 
 def main() -> None:
-    from skullrecon.masking import MaskConfig
-    from skullrecon.refine import RefineConfig, train_refiner
-    from skullrecon.train import TrainConfig
+    from skullrecon.refine import refine_run
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--config", type=Path, default=Path("realdata/run.yaml"))
@@ -36,15 +34,11 @@ def main() -> None:
 
     torch.set_num_threads(args.threads)
     run = yaml.safe_load(args.config.read_text())
-    ref = run["refine"]
-    settings = {k: v for k, v in ref.items() if k not in ("network", "train", "methods")}
-    cfg = RefineConfig.from_dict({**settings, "coarse_grid": run["preprocess"]["grid"]})
-    mask_cfg = MaskConfig.from_dict({**run["mae"]["masking"], "deform": True})
-    train = TrainConfig.from_dict({**ref["train"], "epochs": args.epochs})
-    files = sorted((args.data / "healthy").glob("*.npz"))
+    refine = {**run["refine"], "train": {**run["refine"]["train"], "epochs": args.epochs}}
     args.out.mkdir(parents=True, exist_ok=True)
-    train_refiner(files, args.out / "refiner.pt", cfg, mask_cfg, ref["network"], train, run["preprocess"]["margin"],
-                  args.out, args.out / "history.csv", device="cpu", first_stage=args.first_stage)
+    # the train_refiner job's own entry point, with the epochs and first stage changed (per-epoch log: history.csv)
+    refine_run([args.data], args.out / "refiner.pt", args.out / "training.csv", args.out, refine, run["mae"]["masking"],
+               run["preprocess"]["grid"], run["preprocess"]["margin"], device="cpu", first_stage=args.first_stage)
 
 
 if __name__ == "__main__":

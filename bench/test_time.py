@@ -26,8 +26,10 @@ import torch
 import yaml
 
 
-def mirrored(predict, net, grid_input: np.ndarray, dev: torch.device) -> np.ndarray:
+def mirrored(net: torch.nn.Module, grid_input: np.ndarray, dev: torch.device) -> np.ndarray:
     """The prediction on the skull mirrored left-right (axis 0, the augmentations' plane), mirrored back."""
+    from skullrecon.infer import predict
+
     return np.flip(predict(net, np.ascontiguousarray(np.flip(grid_input, 0)), dev), 0)
 
 
@@ -101,7 +103,7 @@ def main() -> None:
         defective, gt = read_volume(case.defective), read_volume(case.implant)
         grid_input, geom = preprocess_volume(defective.array, defective.spacing, spec["grid"], spec["margin"])
         prob = predict(net, grid_input, dev)
-        variants = {"single": prob, "mirror": (prob + mirrored(predict, net, grid_input, dev)) / 2}
+        variants = {"single": prob, "mirror": (prob + mirrored(net, grid_input, dev)) / 2}
         if partner is not None:
             variants["ensemble"] = (prob + predict(partner, grid_input, dev)) / 2
         row = {"case": case.name, "model": args.model, "partner": args.partner or "", "bf16": bf16}
