@@ -8,11 +8,12 @@ complete skull and keeps the input's bone (:class:`~skullrecon.models.KeepInput`
 refined output replaces the first stage's inside the ROI; the implant is then made by each method's own
 post-processing, as before.
 
-One second stage serves every method, and it learns from healthy skulls only: no defect, no first-stage network.
-The first-stage output it learns to refine is simulated from the healthy skull (:func:`simulate_first_stage`): the
-skull as the coarse grid sees it, displaced, blurred and made thicker or thinner where the MAE's own masks removed
-bone. So adding it retrains no first stage, the MAE's side still learns from healthy skulls only, and every method
-gets the same stage (a baseline's implant becomes a complete-skull estimate by adding its input's bone).
+One second stage serves every method, and it learns from healthy skulls only: no defect. The first-stage output it
+learns to refine is either simulated from the healthy skull (:func:`simulate_first_stage`: the skull as the coarse
+grid sees it, displaced, blurred and made thicker or thinner where the MAE's own masks removed bone) or a trained
+MAE's own output on the masked healthy skull (``first_stage``: a network that never saw a defect either). So adding it
+retrains no first stage, the MAE's side still learns from healthy skulls only, and every method gets the same stage
+(a baseline's implant becomes a complete-skull estimate by adding its input's bone).
 """
 
 from __future__ import annotations
