@@ -116,6 +116,7 @@ def test_installed_reconstruct_without_model(installed, tmp_path):
     result = json.loads(done.stdout)
     manifest = json.loads((tmp_path / "out" / "skullrecon-reconstruct.json").read_text())
     assert Path(manifest["model"]) == installed["site"] / "skullrecon" / "released_models" / "mae_d_gpu.pt"
+    assert Path(manifest["refiner"]) == installed["site"] / "skullrecon" / "released_models" / "refiner.pt"
     assert read_volume(result["paths"]["implant"]).array.shape == skull.shape
 
 

@@ -155,7 +155,8 @@ def build_parser() -> argparse.ArgumentParser:
     rec = sub.add_parser("reconstruct", help="implant volume and STL mesh for one defective skull")
     rec.add_argument("defective", type=Path, help="defective skull, NRRD or NIfTI, binary")
     rec.add_argument("--model", help="a released model's name (skullrecon models) or a model file written by the "
-                     "pipeline (results/<run>/models/<method>.pt); default: the released MAE (D)")
+                     "pipeline (results/<run>/models/<method>.pt); default: the released MAE (D) with its "
+                     "second stage (mae_d_gpu_refined)")
     rec.add_argument("--out", type=Path, required=True, help="output folder")
     rec.add_argument("--device", default="auto", help="auto (GPU if present), cpu or cuda")
     rec.add_argument("--no-stl", action="store_true", help="skip the STL mesh")
