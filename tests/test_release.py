@@ -247,6 +247,10 @@ def test_a_two_stage_release_carries_both_networks_and_evaluate_reproduces_it(re
     assert card["refiner"]["sha256"] in (models / "tiny_refined.md").read_text()
     assert resolve_refiner("tiny_refined") == (models / "refiner.pt", card["refiner"]["sha256"])
     assert resolve_refiner("tiny") is None and resolve_refiner("tiny_refined", "none") is None
+    # another first stage with the released second stage: the same file, its TorchScript copy not traced again
+    shutil.copy(models / "tiny.json", models / "tiny2.json")
+    again = json.loads(release_refined("tiny2", models / "refiner.pt", "tiny2_refined", scores, out=models).read_text())
+    assert again["refiner"]["sha256"] == card["refiner"]["sha256"]
     out = tmp_path / "again.csv"
     assert main(["evaluate", "--model", "tiny_refined", "--data", str(released["data"]), "--out", str(out),
                  "--workers", "2", "--quiet"]) == 0

@@ -381,7 +381,10 @@ def release_refined(first: str, refiner: str | Path, name: str, test_csv: str | 
     out = Path(out) if out else models_dir()
     first_card = _read_card(out / f"{first}.json")
     blob = torch.load(refiner, map_location="cpu", weights_only=True)
-    blob = embed_script(blob) if script else {k: v for k, v in blob.items() if k != "script"}
+    if not script:
+        blob = {k: v for k, v in blob.items() if k != "script"}
+    elif "script" not in blob:  # a released refiner keeps its copy: tracing again gives other bytes
+        blob = embed_script(blob)
     if blob["spec"].get("task") != "refine":
         raise ValueError(f"{refiner}: not a second-stage network (task {blob['spec'].get('task')!r})")
     buf = io.BytesIO()
