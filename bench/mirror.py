@@ -43,13 +43,10 @@ def mirror_onto(bone: np.ndarray, cap: float = 5.0, points: int = 20000) -> tupl
     return moved.reshape(bone.shape) > 0.5, best.fun, best.x
 
 
-def dice(a: np.ndarray, b: np.ndarray) -> float:
-    return float(2 * (a & b).sum() / max(1, a.sum() + b.sum()))
-
-
 def main() -> None:
     from skullrecon.evaluate import cases_of
     from skullrecon.io import read_volume
+    from skullrecon.metrics import dice
     from skullrecon.preprocess import preprocess_volume, to_grid
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -63,17 +60,18 @@ def main() -> None:
     lines = [f"grid {args.grid}, region: implant dilated by {args.dilation} voxels"]
     for case in cases_of(args.data, args.ids):
         defective, implant = read_volume(case.defective), read_volume(case.implant)
-        where = []
-        for grid in (64, args.grid):
-            grid_input, geom = preprocess_volume(defective.array, defective.spacing, grid, 0.1)
-            where.append(to_grid(implant.array.astype(np.float32), geom) > 0.5)
+        implant_values = implant.array.astype(np.float32)
+        coarse = preprocess_volume(defective.array, defective.spacing, 64, 0.1)[1]
+        centroid = np.argwhere(to_grid(implant_values, coarse) > 0.5).mean(0)
+        grid_input, geom = preprocess_volume(defective.array, defective.spacing, args.grid, 0.1)
+        truth = to_grid(implant_values, geom) > 0.5
         bone = grid_input > 0.5
         moved, cost, params = mirror_onto(bone)
-        region = ndimage.binary_dilation(where[1], iterations=args.dilation)
-        lines.append(f"{case.name}: implant centroid (64^3) {np.argwhere(where[0]).mean(0).round(1).tolist()}, "
+        region = ndimage.binary_dilation(truth, iterations=args.dilation)
+        lines.append(f"{case.name}: implant centroid (64^3) {centroid.round(1).tolist()}, "
                      f"registration {cost:.2f} vox, {np.degrees(np.linalg.norm(params[:3])):.1f} deg, shift "
                      f"{params[3:].round(1).tolist()} vox; mirrored bone in the defect: DSC "
-                     f"{dice(moved & ~bone & region, where[1]):.3f}")
+                     f"{dice(moved & ~bone & region, truth):.3f}")
         print(lines[-1], flush=True)
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
