@@ -1,0 +1,211 @@
+"""A second stage that learns nothing: the skull's own surfaces continued over the hole, at the scan's resolution.
+
+The first stage's shape limits every method (``docs/ablation.md``): its implant lies a few millimetres inside or
+outside the true bone away from the rim. The bone around the hole knows better where the missing bone lies. Rays from
+the middle of the skull's box find, per direction, the radius of the outer and of the inner surface of the outermost
+bone; the directions with no bone form holes in that map, and the hole the first stage fills most is the defect. Both
+radii are continued over the hole by the harmonic fill (the Laplace equation with the surrounding radii as its
+boundary: no overshoot, which a spline's carrying of the rim's steep cut edges into the hole has). The radii the first
+stage's own skull has there are averaged in (``weight``), so each method's shape still counts. The implant is the
+shell between the two surfaces, the defective skull's bone taken out, and then the MAE's post-processing rule.
+
+It keeps what defines each method: nothing is learned (no defect is seen, by the MAE's side or any other), and every
+method gets the same stage (a baseline's implant plus its input's bone is its skull). Settings chosen on the
+trainers' 4 validation skulls (``docs/ablation.md``, ``bench/surface.py``).
+
+The chart: directions on a (theta, phi) grid whose polar axis is axis 0 (left-right), so a defect near the midline
+lies on the chart's equator, where the chart is nearly isometric; phi wraps.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import numpy as np
+from scipy import ndimage, sparse
+from scipy.sparse.linalg import spsolve
+
+from skullrecon.settings import from_mapping
+
+__all__ = ["SurfaceConfig", "chart_directions", "to_chart", "cast_radii", "hole_directions", "continue_over",
+           "continue_surfaces", "surface_implant"]
+
+
+@dataclass
+class SurfaceConfig:
+    """Args:
+    margin_deg: directions within this many degrees of the hole are not trusted (the defect's cut edges) and are
+        continued too.
+    weight: the continued surfaces' weight against the first stage's own surfaces (1: the first stage only picks
+        the hole; 0: its shape alone).
+    step_deg: the chart's angular step.
+    ray_step_mm: the sampling step along a ray.
+    gap_mm: gaps in the bone along a ray shorter than this (the diploe's holes) do not split the bone.
+    pad_mm: how far beyond the first stage's implant the shell may reach.
+    """
+
+    margin_deg: int = 4
+    weight: float = 0.5
+    step_deg: float = 1.0
+    ray_step_mm: float = 0.2
+    gap_mm: float = 2.0
+    pad_mm: float = 15.0
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.weight <= 1:
+            raise ValueError(f"surface weight must lie in [0, 1], got {self.weight!r}")
+        for name in ("step_deg", "ray_step_mm", "gap_mm", "pad_mm"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"surface {name} must be > 0, got {getattr(self, name)!r}")
+        if int(self.margin_deg) != self.margin_deg or self.margin_deg < 0:
+            raise ValueError(f"surface margin_deg must be a whole number of degrees >= 0, got {self.margin_deg!r}")
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> SurfaceConfig:
+        return from_mapping(cls, d, "surface stage")
+
+
+def chart_directions(step: float) -> np.ndarray:
+    """Unit vectors (theta, phi, 3) at the chart's grid points."""
+    theta = np.radians(np.arange(step / 2, 180, step))
+    phi = np.radians(np.arange(0, 360, step))
+    t, p = np.meshgrid(theta, phi, indexing="ij")
+    return np.stack([np.cos(t), np.sin(t) * np.cos(p), np.sin(t) * np.sin(p)], -1)
+
+
+def to_chart(vectors: np.ndarray, step: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Length and chart coordinates (fractional theta and phi indices) of vectors from the centre."""
+    r = np.linalg.norm(vectors, axis=-1)
+    theta = np.degrees(np.arccos(np.clip(vectors[..., 0] / np.maximum(r, 1e-9), -1, 1)))
+    phi = np.degrees(np.arctan2(vectors[..., 2], vectors[..., 1])) % 360
+    return r, theta / step - 0.5, phi / step
+
+
+def cast_radii(bone: np.ndarray, spacing: np.ndarray, centre: np.ndarray, units: np.ndarray, r_max: float,
+               dr: float = 0.2, gap_mm: float = 2.0, chunk: int = 4096) -> tuple[np.ndarray, np.ndarray]:
+    """Outer and inner radius (mm) of the outermost bone along each ray from ``centre`` (NaN where a ray meets no
+    bone); gaps shorter than ``gap_mm`` do not split the bone."""
+    radii = np.arange(0, r_max, dr, dtype=np.float32)
+    index = np.arange(len(radii))
+    gap = np.ones((1, max(1, int(round(gap_mm / dr))) + 1), bool)
+    flat = units.reshape(-1, 3)
+    outer = np.full(len(flat), np.nan, np.float32)
+    inner = np.full(len(flat), np.nan, np.float32)
+    source = bone.astype(np.uint8, copy=False)
+    for s in range(0, len(flat), chunk):
+        u = flat[s:s + chunk]
+        points = (centre + u[:, None, :] * radii[None, :, None]) / spacing
+        hit = ndimage.map_coordinates(source, points.reshape(-1, 3).T, order=0, mode="constant").reshape(len(u), -1)
+        hit = hit > 0
+        met = hit.any(1)
+        last = len(radii) - 1 - np.argmax(hit[:, ::-1], 1)
+        closed = ndimage.binary_closing(hit, structure=gap)
+        first = np.where(~closed & (index < last[:, None]), index, -1).max(1) + 1
+        outer[s:s + chunk][met] = radii[last[met]]
+        inner[s:s + chunk][met] = radii[first[met]]
+    return outer.reshape(units.shape[:-1]), inner.reshape(units.shape[:-1])
+
+
+def _wrapped(mask: np.ndarray, op, **kwargs) -> np.ndarray:
+    """A morphological ``op`` on the chart with phi wrapping (three copies side by side)."""
+    n = mask.shape[1]
+    out = op(np.concatenate([mask] * 3, 1), **kwargs)
+    return out[:, n:2 * n]
+
+
+def hole_directions(covered: np.ndarray, votes: np.ndarray) -> np.ndarray:
+    """The region of directions with no bone that holds most of ``votes`` (the first stage's implant); all False if
+    the votes fall on bone only."""
+    n = covered.shape[1]
+    labels, _ = ndimage.label(np.concatenate([~covered] * 3, 1))
+    counts = np.bincount(labels[:, n:2 * n].ravel(), weights=votes.ravel())
+    counts[0] = 0
+    if not counts.any():
+        return np.zeros_like(covered)
+    hole = labels == int(np.argmax(counts))
+    return hole[:, :n] | hole[:, n:2 * n] | hole[:, 2 * n:]
+
+
+def _chart_laplacian(shape: tuple[int, int]) -> sparse.csr_matrix:
+    """The 5-point graph Laplacian of the chart, phi wrapping, theta not."""
+    index = np.arange(shape[0] * shape[1]).reshape(shape)
+    pairs = [(index[:-1].ravel(), index[1:].ravel()), (index.ravel(), np.roll(index, -1, 1).ravel())]
+    a = np.concatenate([np.concatenate(p) for p in pairs])
+    b = np.concatenate([np.concatenate(p[::-1]) for p in pairs])
+    adjacency = sparse.coo_matrix((np.ones(len(a)), (a, b)), shape=(index.size,) * 2).tocsr()
+    return adjacency - sparse.diags(np.asarray(adjacency.sum(1)).ravel())
+
+
+def continue_over(values: np.ndarray, unknown: np.ndarray) -> np.ndarray:
+    """``values`` on ``unknown`` by the harmonic fill: each unknown value the mean of its chart neighbours, the known
+    values held. (A thin-plate spline overshot by up to 10 mm on the validation skulls: it continues the steep rim.)"""
+    lap = _chart_laplacian(values.shape)
+    u, k = np.nonzero(unknown.ravel())[0], np.nonzero(~unknown.ravel())[0]
+    out = values.copy()
+    if len(u):
+        out.ravel()[u] = spsolve(lap[u][:, u].tocsc(), -(lap[u][:, k] @ values.ravel()[k].astype(np.float64)))
+    return out
+
+
+def continue_surfaces(defective: np.ndarray, spacing: Sequence[float], first_implant: np.ndarray,
+                      cfg: SurfaceConfig | None = None) -> np.ndarray:
+    """The shell between the skull's continued surfaces over the hole the first stage's implant fills, minus the
+    defective skull's bone (bool, the scan's grid). Empty if the first stage fills no hole."""
+    cfg = cfg or SurfaceConfig()
+    bone = defective > 0
+    shell = np.zeros(bone.shape, bool)
+    if not first_implant.any() or not bone.any():
+        return shell
+    spacing = np.asarray(spacing, float)
+    where = np.argwhere(bone)
+    centre = (where.min(0) + where.max(0)) / 2 * spacing
+    r_max = float(np.linalg.norm((where.max(0) - where.min(0)) * spacing) / 2 + cfg.pad_mm)
+    units = chart_directions(cfg.step_deg)
+    outer, inner = cast_radii(bone, spacing, centre, units, r_max, cfg.ray_step_mm, cfg.gap_mm)
+    covered = np.isfinite(outer)
+    implant_at = np.argwhere(first_implant)
+    _, t, p = to_chart(implant_at * spacing - centre, cfg.step_deg)
+    votes = np.zeros(covered.shape)
+    theta_at = np.clip(np.round(t).astype(int), 0, votes.shape[0] - 1)
+    np.add.at(votes, (theta_at, np.round(p).astype(int) % votes.shape[1]), 1)
+    hole = hole_directions(covered, votes)
+    if not hole.any():
+        return shell
+    region = _wrapped(hole, ndimage.binary_dilation, iterations=cfg.margin_deg) if cfg.margin_deg else hole
+    unknown = region | ~covered
+    outer, inner = continue_over(outer, unknown), continue_over(inner, unknown)
+    if cfg.weight < 1:  # the first stage's own surfaces, in the region only
+        own_outer, own_inner = np.full_like(outer, np.nan), np.full_like(inner, np.nan)
+        own_outer[region], own_inner[region] = cast_radii(bone | first_implant, spacing, centre, units[region], r_max,
+                                                          cfg.ray_step_mm, cfg.gap_mm)
+        has = np.isfinite(own_outer)
+        outer[has] = cfg.weight * outer[has] + (1 - cfg.weight) * own_outer[has]
+        inner[has] = cfg.weight * inner[has] + (1 - cfg.weight) * own_inner[has]
+    # the voxels of a box around the first stage's implant whose direction lies in the region, between the surfaces
+    pad = np.ceil(cfg.pad_mm / spacing).astype(int)
+    lo = np.maximum(implant_at.min(0) - pad, 0)
+    hi = np.minimum(implant_at.max(0) + pad + 1, bone.shape)
+    box = np.stack(np.meshgrid(*[np.arange(a, b) for a, b in zip(lo, hi)], indexing="ij"), -1).reshape(-1, 3)
+    r, t, p = to_chart(box * spacing - centre, cfg.step_deg)
+    at = np.stack([t, p])
+    inside = ndimage.map_coordinates(region.astype(np.float32), at, order=0, mode="grid-wrap") > 0
+    r_out = ndimage.map_coordinates(np.nan_to_num(outer), at, order=1, mode="grid-wrap")
+    r_in = ndimage.map_coordinates(np.nan_to_num(inner), at, order=1, mode="grid-wrap")
+    keep = inside & (r >= r_in) & (r <= r_out)
+    shell[tuple(box[keep].T)] = True
+    return shell & ~bone
+
+
+def surface_implant(first_implant: np.ndarray, defective: np.ndarray, spacing: Sequence[float],
+                    cfg: SurfaceConfig | None = None) -> np.ndarray:
+    """The implant (uint8 0/1) after the surface stage: the shell over the hole the first stage's implant fills, made
+    an implant by the MAE's post-processing rule (the same for every method); the first stage's implant unchanged
+    where it fills no hole (the stage has nothing to add there)."""
+    from skullrecon.postprocess import PostprocessConfig, extract_implant
+
+    shell = continue_surfaces(defective, spacing, first_implant > 0, cfg)
+    if not shell.any():
+        return (first_implant > 0).astype(np.uint8)
+    skull = (shell | (defective > 0)).astype(np.uint8)
+    return extract_implant(skull, defective, spacing, "reconstruct", PostprocessConfig())
