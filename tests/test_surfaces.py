@@ -76,3 +76,14 @@ def test_config_refuses_nonsense():
         SurfaceConfig(weight=1.5)
     with pytest.raises(ValueError, match="margin_deg"):
         SurfaceConfig(margin_deg=2.5)
+
+
+def test_the_cone_of_rays_is_a_matter_of_speed_only():
+    """Rays cast in a cone around the first stage's implant, or over the whole sphere when the hole reaches the
+    cone's edge (a cone of 1 degree beyond the implant always does): the same shell."""
+    defective, _, first = shell_with_hole(shift_mm=1.0)
+    shells = [continue_surfaces(defective, SPACING, first, SurfaceConfig(step_deg=2.0, cone_extra_deg=extra))
+              for extra in (1.0, 15.0, 180.0)]
+    assert shells[0].any()
+    for shell in shells[1:]:
+        np.testing.assert_array_equal(shell, shells[0])

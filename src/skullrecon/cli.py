@@ -35,13 +35,14 @@ def _reconstruct(args: argparse.Namespace) -> int:
     with _beside() as pool:
         reading = pool.submit(read_volume, args.defective)
         from skullrecon.infer import reconstruct_file
-        from skullrecon.release import resolve_model, resolve_refiner
+        from skullrecon.release import resolve_model, resolve_refiner, resolve_surface
 
         model, sha256 = resolve_model(args.model)
         refiner = resolve_refiner(args.model, args.refiner)
+        surface = resolve_surface(args.model, args.refiner)
         volume = reading.result()
     result = reconstruct_file(args.defective, model, args.out, device=args.device, stl=not args.no_stl, sha256=sha256,
-                              volume=volume, refiner=refiner)
+                              volume=volume, refiner=refiner, surface=surface)
     print(json.dumps(result, indent=2))
     for warning in result["warnings"]:  # empty implant, or a skull with nothing to fill
         print(f"warning: {warning}", file=sys.stderr)
@@ -84,13 +85,16 @@ def _models(args: argparse.Namespace) -> int:
 
 def _evaluate(args: argparse.Namespace) -> int:
     from skullrecon.evaluate import evaluate_model, summary_rows
-    from skullrecon.release import resolve_model, resolve_refiner
+    from skullrecon.release import resolve_model, resolve_refiner, resolve_surface
 
     model, sha256 = resolve_model(args.model)
     refiner = resolve_refiner(args.model, args.refiner)
+    surface = resolve_surface(args.model, args.refiner)
     table = evaluate_model(model, sha256, args.data, ids=args.ids, out_csv=args.out, workers=args.workers,
-                           device=args.device, margin_mm=args.margin_mm, progress=not args.quiet, refiner=refiner)
-    print(json.dumps({"model": str(model), "refiner": str(refiner[0]) if refiner else None, "per_case": str(args.out),
+                           device=args.device, margin_mm=args.margin_mm, progress=not args.quiet, refiner=refiner,
+                           surface=surface)
+    print(json.dumps({"model": str(model), "refiner": str(refiner[0]) if refiner else None,
+                      "surface": surface is not None, "per_case": str(args.out),
                       **summary_rows(table)}, indent=2))
     return 0
 
@@ -156,12 +160,13 @@ def build_parser() -> argparse.ArgumentParser:
     rec.add_argument("defective", type=Path, help="defective skull, NRRD or NIfTI, binary")
     rec.add_argument("--model", help="a released model's name (skullrecon models) or a model file written by the "
                      "pipeline (results/<run>/models/<method>.pt); default: the released MAE (D) with its "
-                     "second stage (mae_d_gpu_refined)")
+                     "second stage (mae_d_gpu_surface)")
     rec.add_argument("--out", type=Path, required=True, help="output folder")
     rec.add_argument("--device", default="auto", help="auto (GPU if present), cpu or cuda")
     rec.add_argument("--no-stl", action="store_true", help="skip the STL mesh")
-    rec.add_argument("--refiner", help="the second stage: a refiner file, or none for the first stage alone; default: "
-                     "the one the model's card names (a two-stage release), else none")
+    rec.add_argument("--refiner", help="the second stage: a refiner file, surface (the skull's own surfaces continued "
+                     "over the hole, no network), or none for the first stage alone; default: the one the model's "
+                     "card names (a two-stage release), else none")
     rec.set_defaults(func=_reconstruct)
 
     mod = sub.add_parser("models", help="the released models (models/) with their cards' headline numbers")
@@ -178,7 +183,8 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--device", default="cpu", help="cpu (default), cuda or auto")
     ev.add_argument("--margin-mm", type=float, default=10.0, help="boundary band width in mm (default 10)")
     ev.add_argument("--quiet", action="store_true", help="no progress bar")
-    ev.add_argument("--refiner", help="the second stage: a refiner file, or none; default: the model card's, else none")
+    ev.add_argument("--refiner", help="the second stage: a refiner file, surface, or none; default: the model card's, "
+                    "else none")
     ev.set_defaults(func=_evaluate)
 
     rel = sub.add_parser("release", help="publish a finished run's model into models/ with its model card")

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+from dataclasses import asdict
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
@@ -20,6 +21,7 @@ import numpy as np
 import pandas as pd
 
 from skullrecon.datasets import Case, DatasetError, Layout, list_cases
+from skullrecon.surfaces import SurfaceConfig
 
 if TYPE_CHECKING:  # torch and the volume types only for annotations: the workers import them when they score
     import torch
@@ -51,7 +53,7 @@ def cases_of(data: str | Path, ids: Sequence[str] | None = None) -> list[Case]:
 
 
 def _init(model: str, sha256: str | None, device: str, threads: int,
-          refiner: tuple[str, str | None] | None = None) -> None:
+          refiner: tuple[str, str | None] | None = None, surface: dict[str, Any] | None = None) -> None:
     import torch
 
     from skullrecon.models import load_model, pick_device
@@ -60,7 +62,7 @@ def _init(model: str, sha256: str | None, device: str, threads: int,
     dev = pick_device(device)
     net, spec = load_model(model, dev, need_postprocess=True, sha256=sha256)
     second = load_model(refiner[0], dev, sha256=refiner[1]) if refiner is not None else None
-    _WORKER.update(net=net, spec=spec, device=dev, refiner=second)
+    _WORKER.update(net=net, spec=spec, device=dev, refiner=second, surface=surface)
 
 
 def _score(case: Case, margin_mm: float) -> dict[str, Any]:
@@ -75,13 +77,16 @@ def _score(case: Case, margin_mm: float) -> dict[str, Any]:
         raise ValueError(f"{case.implant}: not on the grid of {case.defective} ({differs})")
     grid_input, geom = preprocess_volume(defective.array, defective.spacing, spec["grid"], spec["margin"])
     prob = stored_probabilities(predict(net, grid_input, dev)).astype(np.float32)
-    result = score_probabilities(prob, grid_input, geom, defective, gt, spec, dev, margin_mm, _WORKER.get("refiner"))
+    surface = _WORKER.get("surface")
+    result = score_probabilities(prob, grid_input, geom, defective, gt, spec, dev, margin_mm, _WORKER.get("refiner"),
+                                 None if surface is None else SurfaceConfig.from_dict(surface))
     return {"case": case.name, "defect_type": case.defect_type or "", **result}
 
 
 def score_probabilities(prob: np.ndarray, grid_input: np.ndarray, geom: Geometry, defective: Volume, gt: Volume,
                         spec: dict[str, Any], device: torch.device, margin_mm: float = 10.0,
-                        refiner: tuple[torch.nn.Module, dict[str, Any]] | None = None) -> dict[str, Any]:
+                        refiner: tuple[torch.nn.Module, dict[str, Any]] | None = None,
+                        surface: SurfaceConfig | None = None) -> dict[str, Any]:
     """The AutoImplant metrics of a first stage's grid probabilities (rounded as the pipeline stores them) against
     the true implant ``gt``: upsampled, or refined by ``refiner`` (a loaded second stage and its spec) as the refine
     rule runs it, then the model's own post-processing. One path for ``skullrecon evaluate`` and the benchmarks that
@@ -99,16 +104,22 @@ def score_probabilities(prob: np.ndarray, grid_input: np.ndarray, geom: Geometry
         prediction = refine_prediction(defective.array, prob, grid_input, geom, spec["task"], *refiner, device,
                                        post.threshold)
     implant = extract_implant(prediction, defective.array, defective.spacing, spec["task"], post)
+    if surface is not None:
+        from skullrecon.surfaces import surface_implant
+
+        implant = surface_implant(implant, defective.array, defective.spacing, surface)
     return evaluate_case(implant, gt.array, defective.array, gt.spacing, margin_mm)
 
 
 def evaluate_model(model: str | Path, sha256: str | None, data: str | Path, ids: Sequence[str] | None = None,
                    out_csv: str | Path | None = None, workers: int | None = None, device: str = "cpu",
                    margin_mm: float = 10.0, progress: bool = True,
-                   refiner: tuple[str | Path, str | None] | None = None) -> pd.DataFrame:
+                   refiner: tuple[str | Path, str | None] | None = None,
+                   surface: SurfaceConfig | None = None) -> pd.DataFrame:
     """Per-case DSC, boundary DSC and HD95 of ``model`` on ``data`` (a split folder), in case order.
 
     ``refiner``: a second stage's model file and its card's SHA-256 (:mod:`skullrecon.refine`).
+    ``surface``: the surface stage's settings (:mod:`skullrecon.surfaces`), after the first stage.
 
     Written to ``out_csv`` (columns as the pipeline's per-case metrics) when given.
     """
@@ -118,7 +129,9 @@ def evaluate_model(model: str | Path, sha256: str | None, data: str | Path, ids:
     workers = max(1, min(workers or os.cpu_count() or 1, len(cases)))
     threads = max(1, (os.cpu_count() or 1) // workers)
     second = (str(refiner[0]), refiner[1]) if refiner is not None else None
-    _init(str(model), sha256, device, threads, second)  # here first: a bad or altered model fails before any worker
+    stage = None if surface is None else asdict(surface)  # a plain dict for the spawned workers
+    # here first: a bad or altered model fails before any worker
+    _init(str(model), sha256, device, threads, second, stage)
     rows: list[dict[str, Any]] = []
     bar = tqdm(total=len(cases), unit="case", desc=f"evaluate {Path(model).name}", disable=not progress)
     if workers == 1:
@@ -128,7 +141,7 @@ def evaluate_model(model: str | Path, sha256: str | None, data: str | Path, ids:
     else:
         spawn = multiprocessing.get_context("spawn")  # forking a process whose torch runs threads can hang
         with ProcessPoolExecutor(workers, mp_context=spawn, initializer=_init,
-                                 initargs=(str(model), sha256, device, threads, second)) as pool:
+                                 initargs=(str(model), sha256, device, threads, second, stage)) as pool:
             for row in pool.map(_score, cases, [margin_mm] * len(cases)):
                 rows.append(row)
                 bar.update()

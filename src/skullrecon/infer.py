@@ -11,8 +11,9 @@ from __future__ import annotations
 import json
 import time
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 import torch
@@ -21,6 +22,9 @@ from skullrecon.io import Volume, atomic_path, memory_order, read_volume, write_
 from skullrecon.models import load_model, pick_device
 from skullrecon.postprocess import PostprocessConfig, extract_implant
 from skullrecon.preprocess import Geometry, from_grid, load_case, preprocess_volume
+
+if TYPE_CHECKING:
+    from skullrecon.surfaces import SurfaceConfig
 
 __all__ = ["predict", "probabilities", "stored_probabilities", "infer_cases", "read_prediction", "upsample_cases",
            "extract_cases", "reconstruct_file"]
@@ -123,7 +127,8 @@ def reconstruct_file(defective_path: str | Path, model_path: str | Path, out_dir
                      device: str = "auto", stl: bool = True, sha256: str | None = None,
                      volume: Volume | None = None,
                      network: tuple[torch.nn.Module, dict[str, Any]] | None = None,
-                     refiner: tuple[str | Path, str | None] | None = None) -> dict[str, Any]:
+                     refiner: tuple[str | Path, str | None] | None = None,
+                     surface: SurfaceConfig | None = None) -> dict[str, Any]:
     """One defective skull in, the implant (volume and STL mesh) and the reconstruction out.
 
     Uses only the model file: grid, margin, task and post-processing come from its spec.
@@ -137,6 +142,8 @@ def reconstruct_file(defective_path: str | Path, model_path: str | Path, out_dir
     ``model_path`` is then only named in the manifest and never read.
     ``refiner``: a second stage's model file and the SHA-256 its card promises (:mod:`skullrecon.refine`): the
     first stage's output is refined at the finer grid around what it fills, then post-processed as before.
+    ``surface``: the surface stage's settings (:mod:`skullrecon.surfaces`): after the first stage's implant, the
+    skull's own surfaces continued over the hole it fills, at the scan's resolution.
     """
     from skullrecon.outputset import OutputSet, prepare_out_dir
 
@@ -185,15 +192,21 @@ def reconstruct_file(defective_path: str | Path, model_path: str | Path, out_dir
         # network's reconstruction does not wait for the implant, so it is written while the implant is extracted
         with ThreadPoolExecutor(max_workers=3) as pool:
             jobs = []
-            if spec["task"] == "reconstruct":
+            if spec["task"] == "reconstruct" and surface is None:
                 jobs.append(pool.submit(write_volume, outputs.path(f"reconstruction{suffix}"),
                                         prediction | defective.array, like=defective))
             t = time.perf_counter()
             implant = extract_implant(prediction, defective.array, defective.spacing, spec["task"], post)
             timings["extract"] = time.perf_counter() - t
+            if surface is not None:
+                from skullrecon.surfaces import surface_implant
+
+                t = time.perf_counter()
+                implant = surface_implant(implant, defective.array, defective.spacing, surface)
+                timings["surface"] = time.perf_counter() - t
 
             t = time.perf_counter()
-            if spec["task"] != "reconstruct":
+            if spec["task"] != "reconstruct" or surface is not None:
                 jobs.append(pool.submit(write_volume, outputs.path(f"reconstruction{suffix}"),
                                         implant | defective.array, like=defective))
             jobs.append(pool.submit(write_volume, outputs.path(f"implant{suffix}"), implant, like=defective))
@@ -209,6 +222,7 @@ def reconstruct_file(defective_path: str | Path, model_path: str | Path, out_dir
                   "empty": not implant.any(), "warnings": warnings}
         written = outputs.commit({"input": str(Path(defective_path).resolve()), "model": str(Path(model_path).resolve()),
                                   "refiner": str(Path(refiner[0]).resolve()) if refiner is not None else None,
+                                  "surface": asdict(surface) if surface is not None else None,
                                   "method": spec.get("method"), "task": spec["task"], **result})
     except BaseException:
         outputs.discard()

@@ -20,13 +20,17 @@ import io
 import json
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from skullrecon.io import atomic_path
 from skullrecon.settings import is_mae
 
+if TYPE_CHECKING:
+    from skullrecon.surfaces import SurfaceConfig
+
 __all__ = ["DEFAULT_MODEL", "CARD_FORMAT", "models_dir", "released", "resolve_model", "sha256_of",
-           "release_from_run", "headline", "network_from_release", "resolve_refiner", "release_refined"]
+           "release_from_run", "headline", "network_from_release", "resolve_refiner", "release_refined",
+           "resolve_surface", "release_surface"]
 
 #: What ``skullrecon reconstruct`` uses without ``--model``: the released MAE (D) with the highest
 #: validation score, the GPU-trained one (0.797 against the CPU run's 0.769), with the second stage that
@@ -112,7 +116,7 @@ def resolve_refiner(model: str | Path | None, refiner: str | None = None,
     its card's ``file`` is the first stage, its ``refiner`` the second.
     """
     if refiner is not None:
-        if refiner == "none":
+        if refiner in ("none", "surface"):  # surface: the stage that learns nothing, resolve_surface's
             return None
         path = Path(refiner)
         if not path.is_file():
@@ -127,11 +131,29 @@ def resolve_refiner(model: str | Path | None, refiner: str | None = None,
     return (card_path.parent / second["file"], second["sha256"]) if second else None
 
 
+def resolve_surface(model: str | Path | None, refiner: str | None = None,
+                    folder: str | Path | None = None) -> SurfaceConfig | None:
+    """The surface stage's settings (:mod:`skullrecon.surfaces`) to run after ``model``: for ``refiner ==
+    "surface"`` the defaults, for any other ``refiner`` none, else what ``model``'s card names."""
+    from skullrecon.surfaces import SurfaceConfig
+
+    if refiner is not None:
+        return SurfaceConfig() if refiner == "surface" else None
+    folder = Path(folder) if folder else models_dir()
+    name = DEFAULT_MODEL if model is None else str(model)
+    card_path = Path(name).with_suffix(".json") if Path(name).is_file() else folder / f"{name}.json"
+    if not card_path.is_file():
+        return None
+    surface = _read_card(card_path).get("surface")
+    return SurfaceConfig.from_dict(surface["settings"]) if surface else None
+
+
 def headline(card: dict[str, Any]) -> dict[str, Any]:
     """The numbers ``skullrecon models`` shows for one card."""
     test, gen = card["metrics"].get("test", {}), card["metrics"].get("generalisation", {})
     second = card.get("refiner")  # a two-stage release: both networks
-    return {"name": card["name"], "method": card["method"] + (" + 2nd" if second else ""), "grid": card["grid"],
+    stage = " + 2nd" if second else " + surface" if card.get("surface") else ""
+    return {"name": card["name"], "method": card["method"] + stage, "grid": card["grid"],
             "test_cases": test.get("cases"), "test_dsc": test.get("dsc_mean"), "test_hd95": test.get("hd95_mean"),
             "generalisation_dsc": gen.get("dsc_mean"),
             "size_mb": round((card["file_bytes"] + (second["file_bytes"] if second else 0)) / 1e6, 2),
@@ -341,6 +363,8 @@ def card_markdown(card: dict[str, Any]) -> str:
 def _second_stage_lines(card: dict[str, Any]) -> list[str]:
     """A two-stage release's second stage, for its card (nothing for a single-stage one)."""
     r = card.get("refiner")
+    if card.get("surface"):
+        return _surface_lines(card)
     if not r:
         return []
     single = card["single_stage"]
@@ -362,6 +386,46 @@ def _second_stage_lines(card: dict[str, Any]) -> list[str]:
         f"- network: `{json.dumps(r['network'])}`; settings: `{json.dumps(r['refine'])}`",
         f"- training settings: `{json.dumps(r['train'])}`", "",
     ]
+
+
+def _surface_lines(card: dict[str, Any]) -> list[str]:
+    single, surface = card["single_stage"], card["surface"]
+    s = single["metrics"].get("test", {})
+    return [
+        "## Second stage: the skull's own surfaces", "",
+        f"The first stage above is the release `{single['name']}` (alone: test DSC "
+        f"{s.get('dsc_mean', float('nan')):.3f}, HD95 {s.get('hd95_mean', float('nan')):.2f} mm); the metrics above "
+        "are both stages'. The second stage (`skullrecon.surfaces`) has no network and learns nothing: the skull's "
+        "outer and inner surfaces around the hole the first stage fills are continued over it and averaged with the "
+        "first stage's own, at the scan's resolution.", "",
+        f"- settings: `{json.dumps(surface['settings'])}`",
+        f"- how they were chosen: {surface.get('chosen', '')}",
+        f"- scored at commit `{surface.get('commit', '?')}`", "",
+    ]
+
+
+def release_surface(first: str, name: str, test_csv: str | Path, generalisation_csv: str | Path | None = None,
+                    settings: dict[str, Any] | None = None, chosen: str = "", commit: str = "",
+                    out: str | Path | None = None) -> Path:
+    """A release ``name`` of the released first stage ``first`` (its file, unchanged) with the surface stage
+    (:mod:`skullrecon.surfaces`, ``settings`` or its defaults): the card is the first stage's with both stages'
+    metrics from ``test_csv`` (and ``generalisation_csv``) and the first stage's own under ``single_stage``."""
+    from dataclasses import asdict
+
+    from skullrecon.surfaces import SurfaceConfig
+
+    out = Path(out) if out else models_dir()
+    first_card = _read_card(out / f"{first}.json")
+    metrics = {"test": _summary(Path(test_csv))}
+    if generalisation_csv is not None:
+        metrics["generalisation"] = _summary(Path(generalisation_csv))
+    card = {**first_card, "name": name, "metrics": metrics,
+            "single_stage": {"name": first, "metrics": first_card["metrics"]},
+            "surface": {"settings": asdict(SurfaceConfig.from_dict(settings or {})), "chosen": chosen,
+                        "commit": commit}}
+    (out / f"{name}.json").write_text(json.dumps(card, indent=2) + "\n")
+    (out / f"{name}.md").write_text(card_markdown(card))
+    return out / f"{name}.json"
 
 
 def release_refined(first: str, refiner: str | Path, name: str, test_csv: str | Path,

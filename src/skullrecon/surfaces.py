@@ -43,6 +43,8 @@ class SurfaceConfig:
     ray_step_mm: the sampling step along a ray.
     gap_mm: gaps in the bone along a ray shorter than this (the diploe's holes) do not split the bone.
     pad_mm: how far beyond the first stage's implant the shell may reach.
+    cone_extra_deg: rays are cast within this many degrees beyond the first stage's implant's directions (the
+        whole sphere where the hole or its fill reaches further); a matter of speed only.
     """
 
     margin_deg: int = 4
@@ -51,11 +53,12 @@ class SurfaceConfig:
     ray_step_mm: float = 0.2
     gap_mm: float = 2.0
     pad_mm: float = 15.0
+    cone_extra_deg: float = 15.0
 
     def __post_init__(self) -> None:
         if not 0 <= self.weight <= 1:
             raise ValueError(f"surface weight must lie in [0, 1], got {self.weight!r}")
-        for name in ("step_deg", "ray_step_mm", "gap_mm", "pad_mm"):
+        for name in ("step_deg", "ray_step_mm", "gap_mm", "pad_mm", "cone_extra_deg"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"surface {name} must be > 0, got {getattr(self, name)!r}")
         if int(self.margin_deg) != self.margin_deg or self.margin_deg < 0:
@@ -83,21 +86,22 @@ def to_chart(vectors: np.ndarray, step: float) -> tuple[np.ndarray, np.ndarray, 
 
 
 def cast_radii(bone: np.ndarray, spacing: np.ndarray, centre: np.ndarray, units: np.ndarray, r_max: float,
-               dr: float = 0.2, gap_mm: float = 2.0, chunk: int = 4096) -> tuple[np.ndarray, np.ndarray]:
+               dr: float = 0.2, gap_mm: float = 2.0, chunk: int = 2048) -> tuple[np.ndarray, np.ndarray]:
     """Outer and inner radius (mm) of the outermost bone along each ray from ``centre`` (NaN where a ray meets no
-    bone); gaps shorter than ``gap_mm`` do not split the bone."""
+    bone), each sample the nearest voxel's; gaps shorter than ``gap_mm`` do not split the bone."""
     radii = np.arange(0, r_max, dr, dtype=np.float32)
     index = np.arange(len(radii))
     gap = np.ones((1, max(1, int(round(gap_mm / dr))) + 1), bool)
-    flat = units.reshape(-1, 3)
-    outer = np.full(len(flat), np.nan, np.float32)
-    inner = np.full(len(flat), np.nan, np.float32)
-    source = bone.astype(np.uint8, copy=False)
-    for s in range(0, len(flat), chunk):
-        u = flat[s:s + chunk]
-        points = (centre + u[:, None, :] * radii[None, :, None]) / spacing
-        hit = ndimage.map_coordinates(source, points.reshape(-1, 3).T, order=0, mode="constant").reshape(len(u), -1)
-        hit = hit > 0
+    steps = (units.reshape(-1, 3) / np.asarray(spacing)).astype(np.float32)  # voxels per mm along each ray
+    origin = (np.asarray(centre) / np.asarray(spacing)).astype(np.float32)
+    top = np.array(bone.shape, np.int32) - 1
+    outer = np.full(len(steps), np.nan, np.float32)
+    inner = np.full(len(steps), np.nan, np.float32)
+    for s in range(0, len(steps), chunk):
+        at = np.rint(origin + steps[s:s + chunk, None, :] * radii[None, :, None]).astype(np.int32)
+        within = ((at >= 0) & (at <= top)).all(-1)
+        np.clip(at, 0, top, out=at)
+        hit = bone[at[..., 0], at[..., 1], at[..., 2]] & within
         met = hit.any(1)
         last = len(radii) - 1 - np.argmax(hit[:, ::-1], 1)
         closed = ndimage.binary_closing(hit, structure=gap)
@@ -105,6 +109,12 @@ def cast_radii(bone: np.ndarray, spacing: np.ndarray, centre: np.ndarray, units:
         outer[s:s + chunk][met] = radii[last[met]]
         inner[s:s + chunk][met] = radii[first[met]]
     return outer.reshape(units.shape[:-1]), inner.reshape(units.shape[:-1])
+
+
+def _box(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The first and last index of ``mask``'s True voxels per axis (faster than argwhere at 512^3)."""
+    spans = [np.nonzero(mask.any(axis=tuple(a for a in range(3) if a != k)))[0] for k in range(3)]
+    return np.array([x[0] for x in spans]), np.array([x[-1] for x in spans])
 
 
 def _wrapped(mask: np.ndarray, op, **kwargs) -> np.ndarray:
@@ -158,22 +168,37 @@ def continue_surfaces(defective: np.ndarray, spacing: Sequence[float], first_imp
     if not first_implant.any() or not bone.any():
         return shell
     spacing = np.asarray(spacing, float)
-    where = np.argwhere(bone)
-    centre = (where.min(0) + where.max(0)) / 2 * spacing
-    r_max = float(np.linalg.norm((where.max(0) - where.min(0)) * spacing) / 2 + cfg.pad_mm)
+    lo, hi = _box(bone)
+    centre = (lo + hi) / 2 * spacing
+    r_max = float(np.linalg.norm((hi - lo) * spacing) / 2 + cfg.pad_mm)
     units = chart_directions(cfg.step_deg)
-    outer, inner = cast_radii(bone, spacing, centre, units, r_max, cfg.ray_step_mm, cfg.gap_mm)
-    covered = np.isfinite(outer)
-    implant_at = np.argwhere(first_implant)
-    _, t, p = to_chart(implant_at * spacing - centre, cfg.step_deg)
-    votes = np.zeros(covered.shape)
+    first_lo, first_hi = _box(first_implant)
+    implant_at = np.argwhere(first_implant[tuple(slice(a, b + 1) for a, b in zip(first_lo, first_hi))]) + first_lo
+    towards = implant_at * spacing - centre
+    _, t, p = to_chart(towards, cfg.step_deg)
+    votes = np.zeros(units.shape[:2])
     theta_at = np.clip(np.round(t).astype(int), 0, votes.shape[0] - 1)
     np.add.at(votes, (theta_at, np.round(p).astype(int) % votes.shape[1]), 1)
-    hole = hole_directions(covered, votes)
-    if not hole.any():
-        return shell
-    region = _wrapped(hole, ndimage.binary_dilation, iterations=cfg.margin_deg) if cfg.margin_deg else hole
-    unknown = region | ~covered
+    # rays only within a cone around the first stage's implant (a quarter of the sphere for a SkullFix defect); the
+    # whole sphere if the hole or what its fill needs reaches the cone's edge
+    mean = towards.mean(0) / max(np.linalg.norm(towards.mean(0)), 1e-9)
+    spread = np.degrees(np.arccos(np.clip((towards / np.linalg.norm(towards, axis=1, keepdims=True)) @ mean, -1, 1)))
+    cone = units @ mean >= np.cos(np.radians(min(180.0, spread.max() + cfg.cone_extra_deg)))
+    for rays in (cone, np.ones_like(cone)):
+        outer, inner = np.full(cone.shape, np.nan, np.float32), np.full(cone.shape, np.nan, np.float32)
+        outer[rays], inner[rays] = cast_radii(bone, spacing, centre, units[rays], r_max, cfg.ray_step_mm, cfg.gap_mm)
+        covered = np.isfinite(outer) | ~rays  # outside the rays: unknown, counted as bone for the hole's search
+        hole = hole_directions(covered, votes)
+        if not hole.any():
+            return shell
+        region = _wrapped(hole, ndimage.binary_dilation, iterations=cfg.margin_deg) if cfg.margin_deg else hole
+        unknown = region | ~covered
+        labels, _ = ndimage.label(np.concatenate([unknown] * 3, 1))
+        n = unknown.shape[1]
+        touching = np.unique(labels[:, n:2 * n][region])
+        unknown = np.isin(labels[:, n:2 * n], touching[touching > 0])  # the parts of the unknown the hole reaches
+        if rays.all() or not (_wrapped(unknown, ndimage.binary_dilation, iterations=1) & ~rays).any():
+            break
     outer, inner = continue_over(outer, unknown), continue_over(inner, unknown)
     if cfg.weight < 1:  # the first stage's own surfaces, in the region only
         own_outer, own_inner = np.full_like(outer, np.nan), np.full_like(inner, np.nan)
@@ -184,16 +209,19 @@ def continue_surfaces(defective: np.ndarray, spacing: Sequence[float], first_imp
         inner[has] = cfg.weight * inner[has] + (1 - cfg.weight) * own_inner[has]
     # the voxels of a box around the first stage's implant whose direction lies in the region, between the surfaces
     pad = np.ceil(cfg.pad_mm / spacing).astype(int)
-    lo = np.maximum(implant_at.min(0) - pad, 0)
-    hi = np.minimum(implant_at.max(0) + pad + 1, bone.shape)
-    box = np.stack(np.meshgrid(*[np.arange(a, b) for a, b in zip(lo, hi)], indexing="ij"), -1).reshape(-1, 3)
-    r, t, p = to_chart(box * spacing - centre, cfg.step_deg)
-    at = np.stack([t, p])
-    inside = ndimage.map_coordinates(region.astype(np.float32), at, order=0, mode="grid-wrap") > 0
-    r_out = ndimage.map_coordinates(np.nan_to_num(outer), at, order=1, mode="grid-wrap")
-    r_in = ndimage.map_coordinates(np.nan_to_num(inner), at, order=1, mode="grid-wrap")
-    keep = inside & (r >= r_in) & (r <= r_out)
-    shell[tuple(box[keep].T)] = True
+    lo = np.maximum(first_lo - pad, 0)
+    hi = np.minimum(first_hi + pad + 1, bone.shape)
+    axes = [np.arange(a, b, dtype=np.float32) * np.float32(d) - np.float32(c) for a, b, d, c in zip(lo, hi, spacing,
+                                                                                                  centre)]
+    region_map, outer_map, inner_map = region.astype(np.float32), np.nan_to_num(outer), np.nan_to_num(inner)
+    for i, x in enumerate(axes[0]):  # a slab at a time: the box is millions of voxels
+        vec = np.stack(np.meshgrid([x], axes[1], axes[2], indexing="ij"), -1)[0]
+        r, t, p = to_chart(vec, cfg.step_deg)
+        at = np.stack([t, p])
+        inside = ndimage.map_coordinates(region_map, at, order=0, mode="grid-wrap") > 0
+        r_out = ndimage.map_coordinates(outer_map, at, order=1, mode="grid-wrap")
+        r_in = ndimage.map_coordinates(inner_map, at, order=1, mode="grid-wrap")
+        shell[lo[0] + i, lo[1]:hi[1], lo[2]:hi[2]] = inside & (r >= r_in) & (r <= r_out)
     return shell & ~bone
 
 
