@@ -37,6 +37,7 @@ include: "workflow/rules/train.smk"
 include: "workflow/rules/infer.smk"
 include: "workflow/rules/postprocess.smk"
 include: "workflow/rules/refine.smk"
+include: "workflow/rules/surface.smk"
 include: "workflow/rules/metrics.smk"
 include: "workflow/rules/report.smk"
 

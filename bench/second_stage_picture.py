@@ -5,6 +5,9 @@ implant (docs/second-stage-000.png):
     skullrecon reconstruct DEFECTIVE --model mae_d_gpu_refined --out both/
     python bench/second_stage_picture.py single/implant.nrrd both/implant.nrrd TRUE_IMPLANT DEFECTIVE \
         --out docs/second-stage-000.png
+
+and the surface stage's (docs/surface-000.png): ``--model mae_d_gpu_surface`` for ``both/``, ``--second-label
+"+ the skull's surfaces"``.
 """
 
 from __future__ import annotations
@@ -30,11 +33,12 @@ def main() -> None:
     for name in ("single", "both", "truth", "defective"):
         ap.add_argument(name, type=Path)
     ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument("--second-label", default="both stages (+ 128^3)", help="the second panel's title")
     args = ap.parse_args()
     defective = read_volume(args.defective)
     truth = read_volume(args.truth).array.astype(bool)
     implants = {"first stage alone (64^3)": read_volume(args.single).array.astype(bool),
-                "both stages (+ 128^3)": read_volume(args.both).array.astype(bool)}
+                args.second_label: read_volume(args.both).array.astype(bool)}
     bounds = [np.flatnonzero(truth.any(axis=tuple(a for a in range(3) if a != ax)))[[0, -1]] for ax in range(3)]
     box = [slice(max(lo - 25, 0), hi + 25) for lo, hi in bounds]
     z, y = (sum(bounds[2]) // 2, sum(bounds[1]) // 2)

@@ -53,8 +53,8 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     dev = torch.device("cpu")
     chosen = len(args.margins) == 1 and len(args.weights) == 1
-    # the chosen pair's rows are <method>_refined, so Table I pairs them (skullrecon.report's second-stage rows)
-    variants = {(m, w): "refined" if chosen else f"surface_m{m}_w{w:g}" for m in args.margins for w in args.weights}
+    # the chosen pair's rows are <method>_surface, which Table I pairs (skullrecon.report's second-stage rows)
+    variants = {(m, w): "surface" if chosen else f"surface_m{m}_w{w:g}" for m in args.margins for w in args.weights}
     nets = {}
     for name in args.models:
         path, sha = resolve_model(name)

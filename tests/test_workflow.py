@@ -26,7 +26,9 @@ RESULTS = REPO / "results" / RUN
 METHODS = ["mae_d", "mae_nd", "unet", "unetr", "swinunetr", "attentionunet", "segresnet"]
 # the second stage refines two first stages in this config: their "+ 2nd stage" rows beside the seven
 REFINED = [f"{m}_refined" for m in yaml.safe_load(CONFIG.read_text())["refine"]["methods"]]
-ROWS = METHODS + REFINED
+# and the surface stage follows two: their "+ surfaces" rows
+SURFACED = [f"{m}_surface" for m in yaml.safe_load(CONFIG.read_text())["surface"]["methods"]]
+ROWS = METHODS + REFINED + SURFACED
 SCORED = ["skullbreak", "skullfix", "skullfix_generalisation"]  # the last: new defects on skullfix's test skulls
 KINDS = yaml.safe_load(CONFIG.read_text())["datasets"]["skullbreak"]["layout"]["types"]  # its block split by these
 BLOCKS = len(SCORED) + len(KINDS)  # Table I's blocks: a dataset each, and SkullBreak per kind
@@ -60,9 +62,10 @@ def test_table_and_figures_cover_every_method_and_dataset(workflow_run):
         assert len(re.findall(rf"^\| {re.escape(label)} \|", md, flags=re.M)) == BLOCKS, label
         # beside it, MAE (D) minus each other method on every scored dataset and SkullBreak's every kind
         assert len(re.findall(rf"^\| {re.escape(label)} \|", paired, flags=re.M)) == (label != "MAE (D)") * BLOCKS
-    # 6 methods against MAE (D), 1 refined against the refined MAE (D), 2 refined against their single stage; x2 metrics
-    assert len(pd.read_csv(workflow_run / "table1_paired.csv")) == BLOCKS * (6 + 1 + 2) * 2
-    for label in ["MAE (D) + 2nd stage", "UNet + 2nd stage"]:
+    # 6 methods against MAE (D); per second stage, 1 against the MAE (D) with it and 2 against their single stage;
+    # x2 metrics
+    assert len(pd.read_csv(workflow_run / "table1_paired.csv")) == BLOCKS * (6 + 2 * (1 + 2)) * 2
+    for label in ["MAE (D) + 2nd stage", "UNet + 2nd stage", "MAE (D) + surfaces", "UNet + surfaces"]:
         assert len(re.findall(rf"^\| {re.escape(label)} \|", md, flags=re.M)) == BLOCKS, label
     assert "# Each method's second stage against its single stage" in paired
     assert "## SkullBreak" in md and "## SkullFix\n" in md
@@ -101,7 +104,9 @@ def test_postprocess_change_reruns_implants_not_training(workflow_run, tmp_path)
     closing = yaml.safe_load(CONFIG.read_text())["postprocess"]["closing_mm"]
     plan = _plan_with(tmp_path, _edited("postprocess", "closing_mm", value=closing + 1.0))
     n = len(SCORED) * len(ROWS)
-    assert plan.get("extract_implants") == n and plan.get("metrics") == n, plan
+    # the surface rows' implants are the surface rule's, which starts from the single-stage implants
+    assert plan.get("extract_implants") == len(SCORED) * len(METHODS + REFINED) and plan.get("metrics") == n, plan
+    assert plan.get("surface") == len(SCORED) * len(SURFACED), plan
     assert plan.get("bundle_model") == 12, plan  # the deliverable model files carry the new settings
     assert {"table1", "figure3", "figure4"} <= set(plan), plan
     assert not {"train_mae", "train_baseline", "infer", "upsample", "preprocess", "train_refiner", "refine"} & set(plan)
@@ -121,7 +126,8 @@ def test_training_change_reruns_that_training(workflow_run, tmp_path):
     plan = _plan_with(tmp_path, _edited("mae", "train", "lr", value=lr / 2))
     assert plan.get("train_mae") == 2 and "train_baseline" not in plan, plan
     assert plan.get("infer") == 6 and plan.get("refine") == 3, plan  # 2 variants x 3 scored datasets; MAE (D) refined
-    assert plan.get("metrics") == 9 and "train_refiner" not in plan, plan
+    assert plan.get("surface") == 3, plan  # and MAE (D) with the surface stage
+    assert plan.get("metrics") == 12 and "train_refiner" not in plan, plan
     plan = _plan_with(tmp_path, _edited("baselines", "networks", "unet", "num_res_units", value=2))
     assert plan.get("train_baseline") == 2 and "train_mae" not in plan, plan  # UNet, on both datasets
     # a method's own epoch budget retrains that method only; the same budget as train.epochs retrains nothing
@@ -155,6 +161,21 @@ def test_second_stage_change_retrains_no_first_stage(workflow_run, tmp_path):
     del config["refine"]
     plan = _plan_with(tmp_path, config)
     assert not {"train_mae", "train_baseline", "infer", "upsample", "metrics", "refine"} & set(plan), plan
+
+
+@pytest.mark.slow
+def test_surface_stage_change_reruns_only_its_rows(workflow_run, tmp_path):
+    plan = _plan_with(tmp_path, _edited("surface", "weight", value=1.0))
+    assert plan.get("surface") == len(SCORED) * len(SURFACED), plan
+    assert plan.get("metrics") == len(SCORED) * len(SURFACED), plan  # the surface rows only
+    assert set(plan) <= {"surface", "metrics", "table1", "figure4", "resolved_config", "all"}, plan
+    methods = yaml.safe_load(CONFIG.read_text())["surface"]["methods"] + ["segresnet"]
+    plan = _plan_with(tmp_path, _edited("surface", "methods", value=methods))
+    assert plan.get("surface") == len(SCORED) and plan.get("metrics") == len(SCORED), plan
+    config = yaml.safe_load(CONFIG.read_text())
+    del config["surface"]
+    plan = _plan_with(tmp_path, config)
+    assert not {"surface", "metrics", "extract_implants", "infer"} & set(plan), plan
 
 
 def _reordered(value):
@@ -201,7 +222,8 @@ def test_benchmarks_and_temporary_predictions(workflow_run):
         assert pd.read_csv(files[0], sep="\t")["s"].iloc[0] > 0
     # temporary, but kept where a second stage reads them (this config refines two first stages)
     assert len(list((workflow_run / "predictions").glob("*/*"))) == len(SCORED) * len(METHODS)
-    assert len(list((workflow_run / "upsampled").glob("*/*"))) == len(SCORED) * len(ROWS)  # kept for re-post-processing
+    # kept for re-post-processing (the surface rows have none: they start from the implants)
+    assert len(list((workflow_run / "upsampled").glob("*/*"))) == len(SCORED) * len(METHODS + REFINED)
 
 
 @pytest.mark.slow
@@ -308,7 +330,8 @@ def test_realdata_dag_has_the_skullbreaklike_block():
     assert whole["skullbreaklike_dataset"] == 1 and whole["train_mae"] == 2 and whole["train_baseline"] == 10
     assert "released_mae" not in whole
     # and the second stage (issue 37): one network, every method's rows refined beside its single-stage ones
-    assert whole["train_refiner"] == 1 and whole["refine"] == 21 and whole["metrics"] == 2 * 21
+    assert whole["train_refiner"] == 1 and whole["refine"] == 21 and whole["metrics"] == 3 * 21
+    assert whole["surface"] == 21  # and the surface stage (no network) after every one
     block = _planned("--profile", "realdata", "--configfile", "realdata/run-skullbreaklike.yaml")
     assert block["released_mae"] == 2 and "train_mae" not in block and block["train_baseline"] == 5
     assert block["metrics"] == 7 and "generalisation_dataset" not in block

@@ -45,13 +45,24 @@ METHOD_LABELS = {
 }
 #: A second stage's row (:mod:`skullrecon.refine`): ``<method>_refined``, beside the method's single-stage row.
 REFINED_SUFFIX = "_refined"
+#: The surface stage's row (:mod:`skullrecon.surfaces`): ``<method>_surface``.
+SURFACE_SUFFIX = "_surface"
+#: Each second stage's row suffix and its label in tables and figures.
+SECOND_STAGES = {REFINED_SUFFIX: "2nd stage", SURFACE_SUFFIX: "surfaces"}
 
 
 def method_label(method: str) -> str:
-    """A method's name in tables and figures (``mae_d_refined``: "MAE (D) + 2nd stage")."""
-    first = method.removesuffix(REFINED_SUFFIX)
-    label = METHOD_LABELS.get(first, first)
-    return f"{label} + 2nd stage" if method.endswith(REFINED_SUFFIX) else label
+    """A method's name in tables and figures (``mae_d_refined``: "MAE (D) + 2nd stage"; ``mae_d_surface``:
+    "MAE (D) + surfaces")."""
+    for suffix, stage in SECOND_STAGES.items():
+        if method.endswith(suffix):
+            first = method.removesuffix(suffix)
+            return f"{METHOD_LABELS.get(first, first)} + {stage}"
+    return METHOD_LABELS.get(method, method)
+
+
+def _second_stage(stem: str) -> bool:
+    return any(stem.endswith(suffix) for suffix in SECOND_STAGES)
 
 
 DATASET_LABELS = {"skullbreak": "SkullBreak", "skullfix": "SkullFix",
@@ -200,7 +211,7 @@ def write_table1(csv_paths: Sequence[str | Path], out_csv: str | Path, out_md: s
             lines += ["", f"### {dataset_label(dataset)}: {kind}", ""] + _table_lines(part, False)
         lines.append("")
     if paired_csv is not None:
-        comparisons = [paired_bootstrap([p for p in csv_paths if not Path(p).stem.endswith(REFINED_SUFFIX)])]
+        comparisons = [paired_bootstrap([p for p in csv_paths if not _second_stage(Path(p).stem)])]
         comparisons += refined_comparisons(csv_paths)
         comparisons = [c for c in comparisons if not c.empty]
         paired = pd.concat(comparisons, ignore_index=True) if comparisons else pd.DataFrame()
@@ -261,17 +272,19 @@ def paired_bootstrap(csv_paths: Sequence[str | Path], reference: str = "mae_d", 
 
 
 def refined_comparisons(csv_paths: Sequence[str | Path]) -> list[pd.DataFrame]:
-    """With a second stage in the run: the refined MAE (D) against every refined method, then each method's
-    refined row against its single-stage row (:func:`paired_bootstrap`, one frame per reference)."""
+    """With a second stage in the run, per kind of stage (:data:`SECOND_STAGES`): MAE (D) with it against every
+    method with it, then each method's row with it against its single-stage row (:func:`paired_bootstrap`, one
+    frame per reference)."""
     paths = [Path(p) for p in csv_paths]
-    refined = [p for p in paths if p.stem.endswith(REFINED_SUFFIX)]
     out = []
-    if any(p.stem == f"mae_d{REFINED_SUFFIX}" for p in refined):
-        out.append(paired_bootstrap(refined, reference=f"mae_d{REFINED_SUFFIX}"))
-    own = [paired_bootstrap([path, path.with_name(path.name.replace(REFINED_SUFFIX, ""))], reference=path.stem)
-           for path in refined if path.with_name(path.name.replace(REFINED_SUFFIX, "")) in paths]
-    if own:
-        out.append(pd.concat(own, ignore_index=True))
+    for suffix in SECOND_STAGES:
+        staged = [p for p in paths if p.stem.endswith(suffix)]
+        if any(p.stem == f"mae_d{suffix}" for p in staged):
+            out.append(paired_bootstrap(staged, reference=f"mae_d{suffix}"))
+        single = {p: p.with_name(p.stem.removesuffix(suffix) + p.suffix) for p in staged}
+        own = [paired_bootstrap([path, first], reference=path.stem) for path, first in single.items() if first in paths]
+        if own:
+            out.append(pd.concat(own, ignore_index=True))
     return out
 
 

@@ -20,7 +20,8 @@ lies on the chart's equator, where the chart is nearly isometric; phi wraps.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Sequence
+from pathlib import Path
+from typing import Any, Callable, Sequence
 
 import numpy as np
 from scipy import ndimage, sparse
@@ -29,7 +30,7 @@ from scipy.sparse.linalg import spsolve
 from skullrecon.settings import from_mapping
 
 __all__ = ["SurfaceConfig", "chart_directions", "to_chart", "cast_radii", "hole_directions", "continue_over",
-           "continue_surfaces", "surface_implant"]
+           "continue_surfaces", "surface_implant", "surface_cases"]
 
 
 @dataclass
@@ -237,3 +238,22 @@ def surface_implant(first_implant: np.ndarray, defective: np.ndarray, spacing: S
         return (first_implant > 0).astype(np.uint8)
     skull = (shell | (defective > 0)).astype(np.uint8)
     return extract_implant(skull, defective, spacing, "reconstruct", PostprocessConfig())
+
+
+def surface_cases(implants_dir: str | Path, cases_tsv: str | Path, out_dir: str | Path, cfg: SurfaceConfig,
+                  log: Callable[[str], None] = print) -> int:
+    """The surface stage on a run's single-stage implants (the ``surface`` rule): each case's implant in
+    ``implants_dir`` and its defective skull (``cases_tsv``) in, the implant after the stage out, on the same grid."""
+    import pandas as pd
+
+    from skullrecon.io import read_volume, write_volume
+
+    table = pd.read_csv(cases_tsv, sep="\t", dtype=str, keep_default_na=False)
+    Path(out_dir).mkdir(parents=True, exist_ok=True)
+    for row in table.itertuples():
+        defective = read_volume(row.defective)
+        first = read_volume(Path(implants_dir) / f"{row.name}.nrrd").array > 0
+        implant = surface_implant(first, defective.array, defective.spacing, cfg)
+        write_volume(Path(out_dir) / f"{row.name}.nrrd", implant, like=defective)
+        log(f"{row.name}: implant {int(first.sum())} -> {int(implant.sum())} voxels")
+    return len(table)

@@ -43,7 +43,14 @@ if REFINE and REFINE["grid"] % config["preprocess"]["grid"]:
                      f"{config['preprocess']['grid']}")
 REFINE_GRID = REFINE["grid"] if REFINE else 0
 REFINED = [f"{m}_refined" for m in REFINED_FIRST]
-SCORED_METHODS = METHODS + REFINED
+# the surface stage (rules/surface.smk): <method>_surface rows for the first stages it follows; absent, none
+SURFACE = config.get("surface")
+SURFACE_FIRST = [m for m in (SURFACE.get("methods") or METHODS)] if SURFACE is not None else []
+for _m in SURFACE_FIRST:
+    if _m not in METHODS:
+        raise ValueError(f"config surface.methods: no method {_m!r} in this run (it has {', '.join(METHODS)})")
+SURFACED = [f"{m}_surface" for m in SURFACE_FIRST]
+SCORED_METHODS = METHODS + REFINED + SURFACED
 ENV = "../../envs/skullrecon.yaml"
 
 

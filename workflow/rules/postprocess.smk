@@ -25,6 +25,8 @@ rule upsample:
 
 
 rule extract_implants:
+    wildcard_constraints:
+        method="|".join(METHODS + REFINED),  # a <method>_surface row's implants come from rules/surface.smk
     input:
         upsampled=f"{RESULTS}/upsampled/{{dataset}}/{{method}}",
         cases=f"{RESULTS}/preprocessed/{{dataset}}/test",
