@@ -269,3 +269,39 @@ def test_a_two_stage_release_carries_both_networks_and_evaluate_reproduces_it(re
     assert main(["reconstruct", str(defective), "--model", "tiny_refined", "--out", str(tmp_path / "o")]) == 2
     err = capsys.readouterr().err
     assert "refiner.pt" in err and "SHA-256" in err and not (tmp_path / "o" / "implant.nrrd").exists()
+
+
+def test_a_surface_release_names_its_settings_and_evaluate_reproduces_it(released, tmp_path, monkeypatch, capsys):
+    """The surface stage has no file: its card carries the first stage's file and the stage's settings, and
+    `evaluate` and `reconstruct` run both stages from the name alone."""
+    from skullrecon.release import headline, release_surface, resolve_refiner, resolve_surface
+    from skullrecon.surfaces import SurfaceConfig
+
+    models = tmp_path / "models"
+    shutil.copytree(released["models"], models)
+    monkeypatch.setenv("SKULLRECON_MODELS", str(models))
+    settings = SurfaceConfig(margin_deg=3, weight=0.5, step_deg=2.0)
+    scores = tmp_path / "surface.csv"
+    evaluate_model(models / "tiny.pt", None, released["data"], out_csv=scores, workers=1, progress=False,
+                   surface=settings)
+    card = json.loads(release_surface("tiny", "tiny_surface", scores, settings={"margin_deg": 3, "step_deg": 2.0},
+                                      chosen="for the test", commit="0" * 40, out=models).read_text())
+    assert card["file"] == "tiny.pt" and card["surface"]["settings"]["margin_deg"] == 3
+    assert card["single_stage"]["metrics"] == released["card"]["metrics"] and "refiner" not in card
+    assert "the skull's own surfaces" in (models / "tiny_surface.md").read_text()
+    assert headline(card)["method"].endswith("+ surface")
+    assert resolve_surface("tiny_surface") == settings and resolve_refiner("tiny_surface") is None
+    assert resolve_surface("tiny") is None and resolve_surface("tiny_surface", "none") is None
+    assert resolve_surface("tiny", "surface") == SurfaceConfig()
+    out = tmp_path / "again.csv"
+    assert main(["evaluate", "--model", "tiny_surface", "--data", str(released["data"]), "--out", str(out),
+                 "--workers", "2", "--quiet"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["surface"] is True and summary["refiner"] is None
+    for key, value in card["metrics"]["test"].items():
+        if key in summary:
+            assert summary[key] == value, key
+    defective = released["data"] / "defective_skull" / "bilateral" / "000.nrrd"
+    main(["reconstruct", str(defective), "--model", "tiny_surface", "--out", str(tmp_path / "o"), "--no-stl"])
+    manifest = json.loads(capsys.readouterr().out)
+    assert "surface" in manifest["seconds"] and (tmp_path / "o" / "implant.nrrd").exists()

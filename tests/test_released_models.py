@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from skullrecon.release import models_dir, resolve_model, resolve_refiner
+from skullrecon.release import models_dir, resolve_model, resolve_refiner, resolve_surface
 
 REPO = Path(__file__).resolve().parents[1]
 CARDS = sorted((REPO / "models").glob("*.json"))
@@ -59,12 +59,18 @@ def test_the_releases_fit_45_mb():
     assert sum((REPO / "models" / f).stat().st_size for f in files) < 45e6
 
 
-def test_reconstruct_defaults_to_the_released_mae_d_gpu_with_its_second_stage():
+def test_reconstruct_defaults_to_the_released_mae_d_gpu_with_the_surface_stage():
+    from skullrecon.surfaces import SurfaceConfig
+
     assert models_dir() == REPO / "models"
-    card = _card(REPO / "models" / "mae_d_gpu_refined.json")
+    card = _card(REPO / "models" / "mae_d_gpu_surface.json")
     path, sha256 = resolve_model(None)
     assert path == REPO / "models" / "mae_d_gpu.pt" and sha256 == _card(REPO / "models" / "mae_d_gpu.json")["sha256"]
-    assert resolve_refiner(None) == (REPO / "models" / "refiner.pt", card["refiner"]["sha256"])
+    assert resolve_refiner(None) is None and resolve_surface(None) == SurfaceConfig(**card["surface"]["settings"])
+    assert card["surface"]["settings"]["margin_deg"] == 4 and card["surface"]["settings"]["weight"] == 0.5
+    # the learned second stage stays released beside it
+    refined = _card(REPO / "models" / "mae_d_gpu_refined.json")
+    assert resolve_refiner("mae_d_gpu_refined") == (REPO / "models" / "refiner.pt", refined["refiner"]["sha256"])
 
 
 @pytest.mark.slow  # about a minute per model: 14 real 512x512 skulls read, upsampled and scored
@@ -78,8 +84,12 @@ def test_evaluate_reproduces_the_card_on_the_real_test_skulls(card_path):
     card = _card(card_path)
     data = real_file("skullfix/training_set")
     refiner = resolve_refiner(card["name"], folder=card_path.parent)  # a two-stage release: both networks
+    surface = resolve_surface(card["name"], folder=card_path.parent)  # or the surface stage
     table = evaluate_model(card_path.parent / card["file"], card["sha256"], data, ids=card["training"]["test_ids"],
-                           workers=2, progress=False, refiner=refiner)
+                           workers=2, progress=False, refiner=refiner, surface=surface)
+    # the surface stage turns a last-bit change of the first stage's output (another CPU) into a few voxels more or
+    # less of the shell: a looser tolerance for its cards
+    rel = 1e-3 if surface is not None else 1e-5
     summary = summary_rows(table)
     for key, value in card["metrics"]["test"].items():
         if key not in summary:
@@ -87,7 +97,7 @@ def test_evaluate_reproduces_the_card_on_the_real_test_skulls(card_path):
         if isinstance(value, float):
             # the card was scored on the release machine; another CPU's floating point moves the network's
             # output in the last bits (an AMD EPYC: MAE (D) mean DSC 0.83998607 vs the card's 0.83998596)
-            assert summary[key] == pytest.approx(value, rel=1e-5), key
+            assert summary[key] == pytest.approx(value, rel=rel), key
         else:
             assert summary[key] == value, key
 

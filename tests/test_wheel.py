@@ -116,7 +116,8 @@ def test_installed_reconstruct_without_model(installed, tmp_path):
     result = json.loads(done.stdout)
     manifest = json.loads((tmp_path / "out" / "skullrecon-reconstruct.json").read_text())
     assert Path(manifest["model"]) == installed["site"] / "skullrecon" / "released_models" / "mae_d_gpu.pt"
-    assert Path(manifest["refiner"]) == installed["site"] / "skullrecon" / "released_models" / "refiner.pt"
+    # the default's second stage is the surface stage, which has no file: its settings are in the manifest
+    assert manifest["refiner"] is None and manifest["surface"]["weight"] == 0.5
     assert read_volume(result["paths"]["implant"]).array.shape == skull.shape
 
 

@@ -33,10 +33,10 @@ __all__ = ["DEFAULT_MODEL", "CARD_FORMAT", "models_dir", "released", "resolve_mo
            "resolve_surface", "release_surface"]
 
 #: What ``skullrecon reconstruct`` uses without ``--model``: the released MAE (D) with the highest
-#: validation score, the GPU-trained one (0.797 against the CPU run's 0.769), with the second stage that
-#: raised every first stage's DSC on the 4 validation skulls (docs/ablation.md, "The second stage": r5b, trained
-#: 24 epochs as r5c).
-DEFAULT_MODEL = "mae_d_gpu_refined"
+#: validation score, the GPU-trained one (0.797 against the CPU run's 0.769), with the surface stage
+#: (:mod:`skullrecon.surfaces`), which raised it on the 4 validation skulls from 0.866 to 0.893 DSC, above the
+#: learned second stage's 0.874 (docs/ablation.md, "The skull's own surfaces"; chosen before the test skulls).
+DEFAULT_MODEL = "mae_d_gpu_surface"
 CARD_FORMAT = "skullrecon-model-card/1"
 #: Where an installed wheel keeps its copy of the released models, inside the package.
 BUNDLED = "released_models"
