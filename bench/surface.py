@@ -47,6 +47,8 @@ def main() -> None:
     ap.add_argument("--margins", type=int, nargs="+", default=[SurfaceConfig.margin_deg])
     ap.add_argument("--weights", type=float, nargs="+", default=[SurfaceConfig.weight])
     ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument("--perfect", action="store_true", help="the stage's ceiling: start from the true implant instead "
+                    "of the first stage's (the single-stage rows are then the networks' own)")
     ap.add_argument("--threads", type=int, default=int(os.environ.get("THREADS", "2")))
     args = ap.parse_args()
 
@@ -73,6 +75,8 @@ def main() -> None:
             post = PostprocessConfig.from_dict(spec["postprocess"])
             first = extract_implant(from_grid(prob, geom, post.threshold), defective.array, defective.spacing,
                                     spec["task"], post) > 0
+            if args.perfect:
+                first = gt.array > 0
             line = [f"{case.name} {name}: single {single['dsc']:.3f}/{single['hd95']:.2f}"]
             for (margin, weight), label in variants.items():
                 t = time.perf_counter()
