@@ -26,7 +26,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
@@ -39,7 +38,7 @@ def main() -> None:
     from skullrecon.models import load_model
     from skullrecon.preprocess import preprocess_volume
     from skullrecon.release import resolve_model
-    from skullrecon.report import write_table1
+    from skullrecon.report import write_rows_table1
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--refiner", required=True, help="a second stage's model file")
@@ -75,14 +74,7 @@ def main() -> None:
             stages = (method, f"{method}_refined")
             print(case.name, name, " ".join(f"{k} {rows[k][-1]['dsc']:.3f}/{rows[k][-1]['hd95']:.2f}" for k in stages),
                   flush=True)
-    folder = args.out / "metrics" / args.dataset
-    folder.mkdir(parents=True, exist_ok=True)
-    paths = []
-    for key, table in rows.items():
-        pd.DataFrame(table).to_csv(folder / f"{key}.csv", index=False)
-        paths.append(folder / f"{key}.csv")
-    write_table1(paths, args.out / "table1.csv", args.out / "table1.md", paired_csv=args.out / "table1_paired.csv")
-    print((args.out / "table1.md").read_text())
+    print(write_rows_table1(rows, args.out, args.dataset).read_text())
 
 
 if __name__ == "__main__":

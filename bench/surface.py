@@ -23,7 +23,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import torch
 
 
@@ -36,7 +35,7 @@ def main() -> None:
     from skullrecon.postprocess import PostprocessConfig, extract_implant
     from skullrecon.preprocess import from_grid, preprocess_volume
     from skullrecon.release import resolve_model
-    from skullrecon.report import write_table1
+    from skullrecon.report import write_rows_table1
     from skullrecon.surfaces import SurfaceConfig, surface_implant
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -88,14 +87,7 @@ def main() -> None:
                                                  "seconds": time.perf_counter() - t, "first_stage": name})
                 line.append(f"{label} {m['dsc']:.3f}/{m['hd95']:.2f}")
             print("  ".join(line), flush=True)
-    folder = args.out / "metrics" / args.dataset
-    folder.mkdir(parents=True, exist_ok=True)
-    paths = []
-    for key, table in rows.items():
-        pd.DataFrame(table).to_csv(folder / f"{key}.csv", index=False)
-        paths.append(folder / f"{key}.csv")
-    write_table1(paths, args.out / "table1.csv", args.out / "table1.md", paired_csv=args.out / "table1_paired.csv")
-    print((args.out / "table1.md").read_text())
+    print(write_rows_table1(rows, args.out, args.dataset).read_text())
 
 
 if __name__ == "__main__":

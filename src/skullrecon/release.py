@@ -122,13 +122,17 @@ def resolve_refiner(model: str | Path | None, refiner: str | None = None,
         if not path.is_file():
             raise FileNotFoundError(f"{refiner}: no such refiner file (or 'none' for the first stage alone)")
         return path, None
+    card_path = _card_path(model, folder)
+    second = _read_card(card_path).get("refiner") if card_path else None
+    return (card_path.parent / second["file"], second["sha256"]) if second else None
+
+
+def _card_path(model: str | Path | None, folder: str | Path | None) -> Path | None:
+    """The card of ``model`` (a released name, a file with a card beside it, or None for the default), if any."""
     folder = Path(folder) if folder else models_dir()
     name = DEFAULT_MODEL if model is None else str(model)
     card_path = Path(name).with_suffix(".json") if Path(name).is_file() else folder / f"{name}.json"
-    if not card_path.is_file():
-        return None
-    second = _read_card(card_path).get("refiner")
-    return (card_path.parent / second["file"], second["sha256"]) if second else None
+    return card_path if card_path.is_file() else None
 
 
 def resolve_surface(model: str | Path | None, refiner: str | None = None,
@@ -139,12 +143,8 @@ def resolve_surface(model: str | Path | None, refiner: str | None = None,
 
     if refiner is not None:
         return SurfaceConfig() if refiner == "surface" else None
-    folder = Path(folder) if folder else models_dir()
-    name = DEFAULT_MODEL if model is None else str(model)
-    card_path = Path(name).with_suffix(".json") if Path(name).is_file() else folder / f"{name}.json"
-    if not card_path.is_file():
-        return None
-    surface = _read_card(card_path).get("surface")
+    card_path = _card_path(model, folder)
+    surface = _read_card(card_path).get("surface") if card_path else None
     return SurfaceConfig.from_dict(surface["settings"]) if surface else None
 
 

@@ -27,6 +27,7 @@ __all__ = [
     "read_paper_table",
     "dataset_label",
     "write_table1",
+    "write_rows_table1",
     "plot_figure4",
     "plot_figure3",
     "plot_masking_examples",
@@ -220,6 +221,20 @@ def write_table1(csv_paths: Sequence[str | Path], out_csv: str | Path, out_md: s
             lines += paired_markdown(part)
     Path(out_md).write_text("\n".join(lines))
     return table
+
+
+def write_rows_table1(rows: dict[str, list[dict[str, Any]]], out: str | Path, dataset: str) -> Path:
+    """Per-case rows by method (a benchmark's) as ``out/metrics/<dataset>/<method>.csv`` and Table I with paired
+    intervals beside them (``out/table1.md``, ``table1.csv``, ``table1_paired.csv``); returns the Markdown's path."""
+    out = Path(out)
+    folder = out / "metrics" / dataset
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for method, table in rows.items():
+        pd.DataFrame(table).to_csv(folder / f"{method}.csv", index=False)
+        paths.append(folder / f"{method}.csv")
+    write_table1(paths, out / "table1.csv", out / "table1.md", paired_csv=out / "table1_paired.csv")
+    return out / "table1.md"
 
 
 def _table_lines(block: pd.DataFrame, with_paper: bool) -> list[str]:
