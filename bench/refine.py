@@ -25,19 +25,15 @@ import os
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
 
 
 def main() -> None:
-    from skullrecon.evaluate import cases_of, score_probabilities
-    from skullrecon.infer import predict, stored_probabilities
+    from skullrecon.evaluate import cases_of, grid_probabilities, load_first_stages, score_probabilities
     from skullrecon.io import read_volume
     from skullrecon.models import load_model
-    from skullrecon.preprocess import preprocess_volume
-    from skullrecon.release import resolve_model
     from skullrecon.report import write_rows_table1
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -53,19 +49,12 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     dev = torch.device("cpu")
     refiner = load_model(args.refiner, dev)
-    nets = {}
-    for name in args.models:  # keyed by method (mae_d, segresnet...): Table I's rows and the paired references
-        path, sha = resolve_model(name)
-        net, spec = load_model(path, dev, need_postprocess=True, sha256=sha)
-        if spec["method"] in nets:
-            raise SystemExit(f"{name}: a second {spec['method']} first stage; score one run's releases at a time")
-        nets[spec["method"]] = (name, net, spec)
+    nets = load_first_stages(args.models, dev)  # keyed by method: Table I's rows
     rows: dict[str, list[dict]] = {}
     for case in cases_of(args.data, args.ids):
         defective, gt = read_volume(case.defective), read_volume(case.implant)
         for method, (name, net, spec) in nets.items():
-            grid_input, geom = preprocess_volume(defective.array, defective.spacing, spec["grid"], spec["margin"])
-            prob = stored_probabilities(predict(net, grid_input, dev)).astype(np.float32)
+            prob, grid_input, geom = grid_probabilities(net, spec, defective, dev)
             for key, second in ((method, None), (f"{method}_refined", refiner)):
                 t = time.perf_counter()
                 m = score_probabilities(prob, grid_input, geom, defective, gt, spec, dev, 10.0, second)

@@ -22,19 +22,15 @@ import os
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
 
 def main() -> None:
-    from skullrecon.evaluate import cases_of, score_probabilities
-    from skullrecon.infer import predict, stored_probabilities
+    from skullrecon.evaluate import cases_of, grid_probabilities, load_first_stages, score_probabilities
     from skullrecon.io import read_volume
     from skullrecon.metrics import evaluate_case
-    from skullrecon.models import load_model
     from skullrecon.postprocess import PostprocessConfig, extract_implant
-    from skullrecon.preprocess import from_grid, preprocess_volume
-    from skullrecon.release import resolve_model
+    from skullrecon.preprocess import from_grid
     from skullrecon.report import write_rows_table1
     from skullrecon.surfaces import SurfaceConfig, surface_implant
 
@@ -56,17 +52,12 @@ def main() -> None:
     chosen = len(args.margins) == 1 and len(args.weights) == 1
     # the chosen pair's rows are <method>_surface, which Table I pairs (skullrecon.report's second-stage rows)
     variants = {(m, w): "surface" if chosen else f"surface_m{m}_w{w:g}" for m in args.margins for w in args.weights}
-    nets = {}
-    for name in args.models:
-        path, sha = resolve_model(name)
-        net, spec = load_model(path, dev, need_postprocess=True, sha256=sha)
-        nets[spec["method"]] = (name, net, spec)
+    nets = load_first_stages(args.models, dev)  # keyed by method: Table I's rows
     rows: dict[str, list[dict]] = {}
     for case in cases_of(args.data, args.ids):
         defective, gt = read_volume(case.defective), read_volume(case.implant)
         for method, (name, net, spec) in nets.items():
-            grid_input, geom = preprocess_volume(defective.array, defective.spacing, spec["grid"], spec["margin"])
-            prob = stored_probabilities(predict(net, grid_input, dev)).astype(np.float32)
+            prob, grid_input, geom = grid_probabilities(net, spec, defective, dev)
             t = time.perf_counter()
             single = score_probabilities(prob, grid_input, geom, defective, gt, spec, dev)
             rows.setdefault(method, []).append({"case": case.name, "defect_type": case.defect_type or "", **single,

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import multiprocessing
 import os
-from dataclasses import asdict
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
@@ -21,15 +20,16 @@ import numpy as np
 import pandas as pd
 
 from skullrecon.datasets import Case, DatasetError, Layout, list_cases
-from skullrecon.surfaces import SurfaceConfig
 
 if TYPE_CHECKING:  # torch and the volume types only for annotations: the workers import them when they score
     import torch
 
     from skullrecon.io import Volume
     from skullrecon.preprocess import Geometry
+    from skullrecon.surfaces import SurfaceConfig
 
-__all__ = ["cases_of", "evaluate_model", "score_probabilities", "summary_rows"]
+__all__ = ["cases_of", "evaluate_model", "grid_probabilities", "load_first_stages", "score_probabilities",
+           "summary_rows"]
 
 _WORKER: dict[str, Any] = {}
 
@@ -53,7 +53,7 @@ def cases_of(data: str | Path, ids: Sequence[str] | None = None) -> list[Case]:
 
 
 def _init(model: str, sha256: str | None, device: str, threads: int,
-          refiner: tuple[str, str | None] | None = None, surface: dict[str, Any] | None = None) -> None:
+          refiner: tuple[str, str | None] | None = None, surface: SurfaceConfig | None = None) -> None:
     import torch
 
     from skullrecon.models import load_model, pick_device
@@ -65,21 +65,46 @@ def _init(model: str, sha256: str | None, device: str, threads: int,
     _WORKER.update(net=net, spec=spec, device=dev, refiner=second, surface=surface)
 
 
-def _score(case: Case, margin_mm: float) -> dict[str, Any]:
+def grid_probabilities(net: torch.nn.Module, spec: dict[str, Any], defective: Volume,
+                       device: torch.device) -> tuple[np.ndarray, np.ndarray, Geometry]:
+    """A first stage's grid probabilities for one defective skull, rounded as the pipeline stores them, with the
+    grid input and geometry they belong to (what :func:`score_probabilities` takes)."""
     from skullrecon.infer import predict, stored_probabilities
-    from skullrecon.io import read_volume, same_grid
     from skullrecon.preprocess import preprocess_volume
+
+    grid_input, geom = preprocess_volume(defective.array, defective.spacing, spec["grid"], spec["margin"])
+    return stored_probabilities(predict(net, grid_input, device)).astype(np.float32), grid_input, geom
+
+
+def load_first_stages(names: Sequence[str], device: torch.device) -> dict[str, tuple[str, torch.nn.Module,
+                                                                                   dict[str, Any]]]:
+    """Released first stages (names or files, each checked against its card) keyed by method (mae_d,
+    segresnet...): Table I's rows of a benchmark that scores one run's releases; a second model of one method is
+    refused."""
+    from skullrecon.models import load_model
+    from skullrecon.release import resolve_model
+
+    nets: dict[str, tuple[str, torch.nn.Module, dict[str, Any]]] = {}
+    for name in names:
+        path, sha = resolve_model(name)
+        net, spec = load_model(path, device, need_postprocess=True, sha256=sha)
+        if spec["method"] in nets:
+            raise SystemExit(f"{name}: a second {spec['method']} first stage; score one run's releases at a time")
+        nets[spec["method"]] = (name, net, spec)
+    return nets
+
+
+def _score(case: Case, margin_mm: float) -> dict[str, Any]:
+    from skullrecon.io import read_volume, same_grid
 
     net, spec, dev = _WORKER["net"], _WORKER["spec"], _WORKER["device"]
     defective, gt = read_volume(case.defective), read_volume(case.implant)
     differs = "shape" if defective.shape != gt.shape else same_grid(defective, gt)
     if differs:
         raise ValueError(f"{case.implant}: not on the grid of {case.defective} ({differs})")
-    grid_input, geom = preprocess_volume(defective.array, defective.spacing, spec["grid"], spec["margin"])
-    prob = stored_probabilities(predict(net, grid_input, dev)).astype(np.float32)
-    surface = _WORKER.get("surface")
+    prob, grid_input, geom = grid_probabilities(net, spec, defective, dev)
     result = score_probabilities(prob, grid_input, geom, defective, gt, spec, dev, margin_mm, _WORKER.get("refiner"),
-                                 None if surface is None else SurfaceConfig.from_dict(surface))
+                                 _WORKER.get("surface"))
     return {"case": case.name, "defect_type": case.defect_type or "", **result}
 
 
@@ -129,9 +154,8 @@ def evaluate_model(model: str | Path, sha256: str | None, data: str | Path, ids:
     workers = max(1, min(workers or os.cpu_count() or 1, len(cases)))
     threads = max(1, (os.cpu_count() or 1) // workers)
     second = (str(refiner[0]), refiner[1]) if refiner is not None else None
-    stage = None if surface is None else asdict(surface)  # a plain dict for the spawned workers
     # here first: a bad or altered model fails before any worker
-    _init(str(model), sha256, device, threads, second, stage)
+    _init(str(model), sha256, device, threads, second, surface)
     rows: list[dict[str, Any]] = []
     bar = tqdm(total=len(cases), unit="case", desc=f"evaluate {Path(model).name}", disable=not progress)
     if workers == 1:
@@ -141,7 +165,7 @@ def evaluate_model(model: str | Path, sha256: str | None, data: str | Path, ids:
     else:
         spawn = multiprocessing.get_context("spawn")  # forking a process whose torch runs threads can hang
         with ProcessPoolExecutor(workers, mp_context=spawn, initializer=_init,
-                                 initargs=(str(model), sha256, device, threads, second, stage)) as pool:
+                                 initargs=(str(model), sha256, device, threads, second, surface)) as pool:
             for row in pool.map(_score, cases, [margin_mm] * len(cases)):
                 rows.append(row)
                 bar.update()

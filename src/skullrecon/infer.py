@@ -192,7 +192,9 @@ def reconstruct_file(defective_path: str | Path, model_path: str | Path, out_dir
         # network's reconstruction does not wait for the implant, so it is written while the implant is extracted
         with ThreadPoolExecutor(max_workers=3) as pool:
             jobs = []
-            if spec["task"] == "reconstruct" and surface is None:
+            # written early: a reconstruction network's own skull (with the surface stage: the implant's, after it)
+            early = spec["task"] == "reconstruct" and surface is None
+            if early:
                 jobs.append(pool.submit(write_volume, outputs.path(f"reconstruction{suffix}"),
                                         prediction | defective.array, like=defective))
             t = time.perf_counter()
@@ -206,7 +208,7 @@ def reconstruct_file(defective_path: str | Path, model_path: str | Path, out_dir
                 timings["surface"] = time.perf_counter() - t
 
             t = time.perf_counter()
-            if spec["task"] != "reconstruct" or surface is not None:
+            if not early:
                 jobs.append(pool.submit(write_volume, outputs.path(f"reconstruction{suffix}"),
                                         implant | defective.array, like=defective))
             jobs.append(pool.submit(write_volume, outputs.path(f"implant{suffix}"), implant, like=defective))

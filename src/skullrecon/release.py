@@ -253,9 +253,7 @@ def release_from_run(run: str | Path, method: str, name: str | None = None, data
     out.mkdir(parents=True, exist_ok=True)
     with atomic_path(out / card["file"]) as tmp:
         tmp.write_bytes(data)
-    (out / f"{name}.json").write_text(json.dumps(card, indent=2) + "\n")
-    (out / f"{name}.md").write_text(card_markdown(card))
-    return out / f"{name}.json"
+    return _write_card(out, card)
 
 
 def network_from_release(name: str, out_path: str | Path, config: dict[str, Any], folder: str | Path | None = None) -> str:
@@ -388,6 +386,25 @@ def _second_stage_lines(card: dict[str, Any]) -> list[str]:
     ]
 
 
+def _write_card(out: Path, card: dict[str, Any]) -> Path:
+    """A card for code and its page for people, beside the released file."""
+    (out / f"{card['name']}.json").write_text(json.dumps(card, indent=2) + "\n")
+    (out / f"{card['name']}.md").write_text(card_markdown(card))
+    return out / f"{card['name']}.json"
+
+
+def _two_stage_card(out: Path, first: str, name: str, test_csv: str | Path,
+                    generalisation_csv: str | Path | None) -> dict[str, Any]:
+    """The released first stage ``first``'s card as release ``name`` with both stages' metrics (``test_csv``,
+    ``generalisation_csv``: per-case files) and the first stage's own under ``single_stage``."""
+    first_card = _read_card(out / f"{first}.json")
+    metrics = {"test": _summary(Path(test_csv))}
+    if generalisation_csv is not None:
+        metrics["generalisation"] = _summary(Path(generalisation_csv))
+    return {**first_card, "name": name, "metrics": metrics,
+            "single_stage": {"name": first, "metrics": first_card["metrics"]}}
+
+
 def _surface_lines(card: dict[str, Any]) -> list[str]:
     single, surface = card["single_stage"], card["surface"]
     s = single["metrics"].get("test", {})
@@ -415,17 +432,10 @@ def release_surface(first: str, name: str, test_csv: str | Path, generalisation_
     from skullrecon.surfaces import SurfaceConfig
 
     out = Path(out) if out else models_dir()
-    first_card = _read_card(out / f"{first}.json")
-    metrics = {"test": _summary(Path(test_csv))}
-    if generalisation_csv is not None:
-        metrics["generalisation"] = _summary(Path(generalisation_csv))
-    card = {**first_card, "name": name, "metrics": metrics,
-            "single_stage": {"name": first, "metrics": first_card["metrics"]},
+    card = {**_two_stage_card(out, first, name, test_csv, generalisation_csv),
             "surface": {"settings": asdict(SurfaceConfig.from_dict(settings or {})), "chosen": chosen,
                         "commit": commit}}
-    (out / f"{name}.json").write_text(json.dumps(card, indent=2) + "\n")
-    (out / f"{name}.md").write_text(card_markdown(card))
-    return out / f"{name}.json"
+    return _write_card(out, card)
 
 
 def release_refined(first: str, refiner: str | Path, name: str, test_csv: str | Path,
@@ -444,7 +454,6 @@ def release_refined(first: str, refiner: str | Path, name: str, test_csv: str | 
     from skullrecon.models import embed_script
 
     out = Path(out) if out else models_dir()
-    first_card = _read_card(out / f"{first}.json")
     blob = torch.load(refiner, map_location="cpu", weights_only=True)
     if not script:
         blob = {k: v for k, v in blob.items() if k != "script"}
@@ -459,12 +468,8 @@ def release_refined(first: str, refiner: str | Path, name: str, test_csv: str | 
     existing = out / file
     if existing.is_file() and sha256_of(existing) != sha256_of(data):
         raise ValueError(f"{existing}: another second stage is released under this name; pass another refiner_name")
-    metrics = {"test": _summary(Path(test_csv))}
-    if generalisation_csv is not None:
-        metrics["generalisation"] = _summary(Path(generalisation_csv))
     spec = blob["spec"]
-    card = {**first_card, "name": name, "metrics": metrics,
-            "single_stage": {"name": first, "metrics": first_card["metrics"]},
+    card = {**_two_stage_card(out, first, name, test_csv, generalisation_csv),
             "refiner": {"file": file, "sha256": sha256_of(data), "file_bytes": len(data), "grid": spec["grid"],
                         "coarse_grid": spec["refine"]["coarse_grid"], "torchscript": "script" in blob,
                         "parameters": int(sum(v.numel() for v in blob["state_dict"].values() if v.is_floating_point())),
@@ -473,6 +478,4 @@ def release_refined(first: str, refiner: str | Path, name: str, test_csv: str | 
                         "training": training or {}}}
     with atomic_path(existing) as tmp:
         tmp.write_bytes(data)
-    (out / f"{name}.json").write_text(json.dumps(card, indent=2) + "\n")
-    (out / f"{name}.md").write_text(card_markdown(card))
-    return out / f"{name}.json"
+    return _write_card(out, card)

@@ -7,7 +7,7 @@ bone; the directions with no bone form holes in that map, and the hole the first
 radii are continued over the hole by the harmonic fill (the Laplace equation with the surrounding radii as its
 boundary: no overshoot, which a spline's carrying of the rim's steep cut edges into the hole has). The radii the first
 stage's own skull has there are averaged in (``weight``), so each method's shape still counts. The implant is the
-shell between the two surfaces, the defective skull's bone taken out, and then the MAE's post-processing rule.
+shell between the two surfaces, the defective skull's bone taken out, and then :data:`SHELL_RULE`.
 
 It keeps what defines each method: nothing is learned (no defect is seen, by the MAE's side or any other), and every
 method gets the same stage (a baseline's implant plus its input's bone is its skull). Settings chosen on the
@@ -27,10 +27,17 @@ import numpy as np
 from scipy import ndimage, sparse
 from scipy.sparse.linalg import spsolve
 
+from skullrecon.postprocess import PostprocessConfig, extract_implant
 from skullrecon.settings import from_mapping
 
-__all__ = ["SurfaceConfig", "chart_directions", "to_chart", "cast_radii", "hole_directions", "continue_over",
-           "continue_surfaces", "surface_implant", "surface_cases"]
+__all__ = ["SHELL_RULE", "SurfaceConfig", "chart_directions", "to_chart", "cast_radii", "hole_directions",
+           "continue_over", "continue_surfaces", "surface_implant", "surface_cases"]
+
+
+#: How the shell becomes an implant, for every method alike: the reconstruction rule (the shell plus the bone,
+#: closed onto the defect's edge, the bone taken out, opened, the largest component) with the radii the settings
+#: were chosen with (closing 2 mm, opening 1 mm; not a run's own post-processing, which differs per run).
+SHELL_RULE = PostprocessConfig(closing_mm=2.0, opening_mm=1.0, largest_component=True)
 
 
 @dataclass
@@ -112,12 +119,6 @@ def cast_radii(bone: np.ndarray, spacing: np.ndarray, centre: np.ndarray, units:
     return outer.reshape(units.shape[:-1]), inner.reshape(units.shape[:-1])
 
 
-def _box(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """The first and last index of ``mask``'s True voxels per axis (faster than argwhere at 512^3)."""
-    spans = [np.nonzero(mask.any(axis=tuple(a for a in range(3) if a != k)))[0] for k in range(3)]
-    return np.array([x[0] for x in spans]), np.array([x[-1] for x in spans])
-
-
 def _wrapped(mask: np.ndarray, op, **kwargs) -> np.ndarray:
     """A morphological ``op`` on the chart with phi wrapping (three copies side by side)."""
     n = mask.shape[1]
@@ -163,18 +164,21 @@ def continue_surfaces(defective: np.ndarray, spacing: Sequence[float], first_imp
                       cfg: SurfaceConfig | None = None) -> np.ndarray:
     """The shell between the skull's continued surfaces over the hole the first stage's implant fills, minus the
     defective skull's bone (bool, the scan's grid). Empty if the first stage fills no hole."""
+    from skullrecon.preprocess import bounding_box  # here: that module imports torch, which nothing else here needs
+
     cfg = cfg or SurfaceConfig()
     bone = defective > 0
     shell = np.zeros(bone.shape, bool)
     if not first_implant.any() or not bone.any():
         return shell
     spacing = np.asarray(spacing, float)
-    lo, hi = _box(bone)
+    lo, stop = bounding_box(bone)
+    hi = stop - 1  # the last bone voxel
     centre = (lo + hi) / 2 * spacing
     r_max = float(np.linalg.norm((hi - lo) * spacing) / 2 + cfg.pad_mm)
     units = chart_directions(cfg.step_deg)
-    first_lo, first_hi = _box(first_implant)
-    implant_at = np.argwhere(first_implant[tuple(slice(a, b + 1) for a, b in zip(first_lo, first_hi))]) + first_lo
+    first_lo, first_stop = bounding_box(first_implant)
+    implant_at = np.argwhere(first_implant[tuple(slice(a, b) for a, b in zip(first_lo, first_stop))]) + first_lo
     towards = implant_at * spacing - centre
     _, t, p = to_chart(towards, cfg.step_deg)
     votes = np.zeros(units.shape[:2])
@@ -211,7 +215,7 @@ def continue_surfaces(defective: np.ndarray, spacing: Sequence[float], first_imp
     # the voxels of a box around the first stage's implant whose direction lies in the region, between the surfaces
     pad = np.ceil(cfg.pad_mm / spacing).astype(int)
     lo = np.maximum(first_lo - pad, 0)
-    hi = np.minimum(first_hi + pad + 1, bone.shape)
+    hi = np.minimum(first_stop + pad, bone.shape)
     axes = [np.arange(a, b, dtype=np.float32) * np.float32(d) - np.float32(c) for a, b, d, c in zip(lo, hi, spacing,
                                                                                                   centre)]
     region_map, outer_map, inner_map = region.astype(np.float32), np.nan_to_num(outer), np.nan_to_num(inner)
@@ -229,15 +233,13 @@ def continue_surfaces(defective: np.ndarray, spacing: Sequence[float], first_imp
 def surface_implant(first_implant: np.ndarray, defective: np.ndarray, spacing: Sequence[float],
                     cfg: SurfaceConfig | None = None) -> np.ndarray:
     """The implant (uint8 0/1) after the surface stage: the shell over the hole the first stage's implant fills, made
-    an implant by the MAE's post-processing rule (the same for every method); the first stage's implant unchanged
-    where it fills no hole (the stage has nothing to add there)."""
-    from skullrecon.postprocess import PostprocessConfig, extract_implant
-
+    an implant by :data:`SHELL_RULE` (the same for every method); the first stage's implant unchanged where it fills
+    no hole (the stage has nothing to add there)."""
     shell = continue_surfaces(defective, spacing, first_implant > 0, cfg)
     if not shell.any():
         return (first_implant > 0).astype(np.uint8)
     skull = (shell | (defective > 0)).astype(np.uint8)
-    return extract_implant(skull, defective, spacing, "reconstruct", PostprocessConfig())
+    return extract_implant(skull, defective, spacing, "reconstruct", SHELL_RULE)
 
 
 def surface_cases(implants_dir: str | Path, cases_tsv: str | Path, out_dir: str | Path, cfg: SurfaceConfig,
