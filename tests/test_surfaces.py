@@ -87,3 +87,17 @@ def test_the_cone_of_rays_is_a_matter_of_speed_only():
     assert shells[0].any()
     for shell in shells[1:]:
         np.testing.assert_array_equal(shell, shells[0])
+
+
+def test_a_hole_across_phi_zero_is_one_hole():
+    """The chart wraps at phi = 0: a hole across it is one region, its votes counted together (split in two, its
+    halves lost to a smaller hole's votes)."""
+    from skullrecon.surfaces import hole_directions
+
+    covered = np.ones((60, 120), bool)
+    covered[10:20, 115:] = covered[10:20, :5] = False  # hole A, across the seam
+    covered[40:45, 50:54] = False  # hole B
+    votes = np.zeros(covered.shape)
+    votes[15, 117], votes[15, 2], votes[42, 51] = 30, 30, 50
+    hole = hole_directions(covered, votes)
+    np.testing.assert_array_equal(hole, ~covered & (np.arange(60)[:, None] < 20))

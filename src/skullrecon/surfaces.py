@@ -25,6 +25,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 from scipy import ndimage, sparse
+from scipy.sparse.csgraph import connected_components
 from scipy.sparse.linalg import spsolve
 
 from skullrecon.postprocess import PostprocessConfig, extract_implant
@@ -126,17 +127,26 @@ def _wrapped(mask: np.ndarray, op, **kwargs) -> np.ndarray:
     return out[:, n:2 * n]
 
 
+def _label_wrapped(mask: np.ndarray) -> np.ndarray:
+    """Connected regions of the chart (4-connected) with phi wrapping: a region across phi = 0 is one label."""
+    labels, n = ndimage.label(mask)
+    seam = (labels[:, 0] > 0) & (labels[:, -1] > 0)
+    if not seam.any():
+        return labels
+    pairs = sparse.coo_matrix((np.ones(int(seam.sum())), (labels[seam, 0], labels[seam, -1])), shape=(n + 1, n + 1))
+    _, merged = connected_components(pairs, directed=False)  # the regions the seam joins share a component
+    return np.where(labels > 0, merged[labels] + 1, 0)  # background 0, each joined region one label above it
+
+
 def hole_directions(covered: np.ndarray, votes: np.ndarray) -> np.ndarray:
     """The region of directions with no bone that holds most of ``votes`` (the first stage's implant); all False if
     the votes fall on bone only."""
-    n = covered.shape[1]
-    labels, _ = ndimage.label(np.concatenate([~covered] * 3, 1))
-    counts = np.bincount(labels[:, n:2 * n].ravel(), weights=votes.ravel())
+    labels = _label_wrapped(~covered)
+    counts = np.bincount(labels.ravel(), weights=votes.ravel())
     counts[0] = 0
     if not counts.any():
         return np.zeros_like(covered)
-    hole = labels == int(np.argmax(counts))
-    return hole[:, :n] | hole[:, n:2 * n] | hole[:, 2 * n:]
+    return labels == int(np.argmax(counts))
 
 
 def _chart_laplacian(shape: tuple[int, int]) -> sparse.csr_matrix:
@@ -198,10 +208,9 @@ def continue_surfaces(defective: np.ndarray, spacing: Sequence[float], first_imp
             return shell
         region = _wrapped(hole, ndimage.binary_dilation, iterations=cfg.margin_deg) if cfg.margin_deg else hole
         unknown = region | ~covered
-        labels, _ = ndimage.label(np.concatenate([unknown] * 3, 1))
-        n = unknown.shape[1]
-        touching = np.unique(labels[:, n:2 * n][region])
-        unknown = np.isin(labels[:, n:2 * n], touching[touching > 0])  # the parts of the unknown the hole reaches
+        labels = _label_wrapped(unknown)
+        touching = np.unique(labels[region])
+        unknown = np.isin(labels, touching[touching > 0])  # the parts of the unknown the hole reaches
         if rays.all() or not (_wrapped(unknown, ndimage.binary_dilation, iterations=1) & ~rays).any():
             break
     outer, inner = continue_over(outer, unknown), continue_over(inner, unknown)
