@@ -101,3 +101,23 @@ def test_a_hole_across_phi_zero_is_one_hole():
     votes[15, 117], votes[15, 2], votes[42, 51] = 30, 30, 50
     hole = hole_directions(covered, votes)
     np.testing.assert_array_equal(hole, ~covered & (np.arange(60)[:, None] < 20))
+
+
+def test_a_defect_at_the_left_right_axis_is_filled_as_well_as_one_on_top():
+    """The chart is turned so that the defect lies on its equator: a lateral (temporal) hole in an ellipsoidal
+    shell, whose radius varies, is filled as closely as elsewhere (with the pole fixed at axis 0 the hole lay on the
+    pole, where the chart's fill is far from the surface's: DSC 0.93 here)."""
+    from skullrecon.surfaces import chart_frame
+
+    semi = np.array([44.0, 52.0, 40.0])
+    shape = np.ceil(2 * (semi + 6) / SPACING).astype(int)
+    pos = np.indices(shape).transpose(1, 2, 3, 0) * SPACING - (shape - 1) / 2 * SPACING
+    rho = np.linalg.norm(pos / semi, axis=-1)
+    skull = (rho <= 1) & (rho >= 1 - 6 / 44)
+    towards = np.array([1.0, 0.0, 0.0])
+    implant = skull & (pos @ towards > np.cos(np.radians(30)) * np.linalg.norm(pos, axis=-1))
+    shell = continue_surfaces(skull & ~implant, SPACING, implant, SurfaceConfig(weight=1.0, step_deg=2.0))
+    assert dice(shell, implant) > 0.96
+    frame = chart_frame(towards)
+    np.testing.assert_allclose(frame @ frame.T, np.eye(3), atol=1e-12)
+    np.testing.assert_allclose(frame @ towards, [0, -1, 0], atol=1e-12)  # theta 90, phi 180: the equator
