@@ -32,12 +32,22 @@ RELEASED_MAE = {v: n for v, n in (config["mae"].get("released") or {}).items() i
 TRAINED_VARIANTS = [v for v in config["mae"]["variants"] if v not in RELEASED_MAE]
 BASELINES = list(config["baselines"]["methods"])
 METHODS = MAE_METHODS + BASELINES
+
+
+def followed_methods(block):
+    """The first stages a second stage's config block follows: its methods (default every one); none if absent."""
+    if config.get(block) is None:
+        return []
+    methods = list(config[block].get("methods") or METHODS)
+    for m in methods:
+        if m not in METHODS:
+            raise ValueError(f"config {block}.methods: no method {m!r} in this run (it has {', '.join(METHODS)})")
+    return methods
+
+
 # the second stage (rules/refine.smk): <method>_refined rows for the first stages it refines; absent, single stage only
 REFINE = config.get("refine")
-REFINED_FIRST = [m for m in (REFINE.get("methods") or METHODS)] if REFINE else []
-for _m in REFINED_FIRST:
-    if _m not in METHODS:
-        raise ValueError(f"config refine.methods: no method {_m!r} in this run (it has {', '.join(METHODS)})")
+REFINED_FIRST = followed_methods("refine")
 if REFINE and REFINE["grid"] % config["preprocess"]["grid"]:
     raise ValueError(f"config refine.grid {REFINE['grid']} must be a multiple of preprocess.grid "
                      f"{config['preprocess']['grid']}")
@@ -45,10 +55,7 @@ REFINE_GRID = REFINE["grid"] if REFINE else 0
 REFINED = [f"{m}_refined" for m in REFINED_FIRST]
 # the surface stage (rules/surface.smk): <method>_surface rows for the first stages it follows; absent, none
 SURFACE = config.get("surface")
-SURFACE_FIRST = [m for m in (SURFACE.get("methods") or METHODS)] if SURFACE is not None else []
-for _m in SURFACE_FIRST:
-    if _m not in METHODS:
-        raise ValueError(f"config surface.methods: no method {_m!r} in this run (it has {', '.join(METHODS)})")
+SURFACE_FIRST = followed_methods("surface")
 SURFACED = [f"{m}_surface" for m in SURFACE_FIRST]
 SCORED_METHODS = METHODS + REFINED + SURFACED
 ENV = "../../envs/skullrecon.yaml"
