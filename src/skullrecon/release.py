@@ -172,11 +172,17 @@ def _summary(csv: Path) -> dict[str, Any]:
     out["per_case_csv"] = f"{csv.parent.name}/{csv.name}"
     out["scored_on"] = str(table["scored_on"].iloc[0]) if "scored_on" in table and len(table) else ""
     kinds = [k for k in dict.fromkeys(table.get("defect_type", ())) if k]
-    if len(kinds) > 1:  # SkullBreak's kinds: each kind's row, and every case, which a test can score again in part
+    if len(kinds) > 1:  # SkullBreak's kinds: each kind's row
         out["per_kind"] = {k: summary_rows(table[table["defect_type"] == k]) for k in kinds}
-        out["per_case"] = [{"case": r.case, "defect_type": r.defect_type, "dsc": float(r.dsc), "bdsc": float(r.bdsc),
-                            "hd95": float(r.hd95)} for r in table.itertuples()]
+    out["per_case"] = per_case_rows(table)  # every case, which a test can score again in part
     return out
+
+
+def per_case_rows(table: Any) -> list[dict[str, Any]]:
+    """A metrics table's cases as a card keeps them: case, defect type, DSC, boundary DSC, HD95."""
+    kind = table["defect_type"] if "defect_type" in table else [""] * len(table)
+    return [{"case": str(case), "defect_type": str(k), "dsc": float(d), "bdsc": float(b), "hd95": float(h)}
+            for case, k, d, b, h in zip(table["case"], kind, table["dsc"], table["bdsc"], table["hd95"])]
 
 
 def _network_file(run: Path, method: str, dataset: str) -> str:
