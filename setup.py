@@ -28,9 +28,10 @@ class build_py_with_models(build_py):  # noqa: N801 - setuptools' command naming
         out = Path(self.build_lib) / "skullrecon" / "released_models"
         out.mkdir(parents=True, exist_ok=True)
         for card in cards:
-            # the files a card names: its network, and a two-stage release's second stage (shared, so copied once)
+            # the files a card names: its network, a two-stage release's second stage or shape model (shared)
             named = json.loads(card.read_text())
             files = [named["file"]] + ([named["refiner"]["file"]] if named.get("refiner") else [])
+            files += [named["surface"]["shape_model"]["file"]] if named.get("surface", {}).get("shape_model") else []
             for path in (card, card.with_suffix(".md"), *(MODELS / f for f in files)):
                 shutil.copyfile(path, out / path.name)
         shutil.copyfile(MODELS / "README.md", out / "README.md")

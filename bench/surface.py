@@ -41,6 +41,8 @@ def main() -> None:
     ap.add_argument("--dataset", default="skullfix", help="the block's name in the table")
     ap.add_argument("--margins", type=int, nargs="+", default=[SurfaceConfig.margin_deg])
     ap.add_argument("--weights", type=float, nargs="+", default=[SurfaceConfig.weight])
+    ap.add_argument("--shape-models", nargs="+", default=["none"], help="shape model files (skullrecon.shape_model) "
+                    "or none: each a variant (none: the harmonic fill alone)")
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--perfect", action="store_true", help="the stage's ceiling: start from the true implant instead "
                     "of the first stage's (the single-stage rows are then the networks' own)")
@@ -49,9 +51,12 @@ def main() -> None:
 
     torch.set_num_threads(args.threads)
     dev = torch.device("cpu")
-    chosen = len(args.margins) == 1 and len(args.weights) == 1
-    # the chosen pair's rows are <method>_surface, which Table I pairs (skullrecon.report's second-stage rows)
-    variants = {(m, w): "surface" if chosen else f"surface_m{m}_w{w:g}" for m in args.margins for w in args.weights}
+    chosen = len(args.margins) == 1 and len(args.weights) == 1 and len(args.shape_models) == 1
+    # the chosen variant's rows are <method>_surface, which Table I pairs (skullrecon.report's second-stage rows)
+    shapes = [None if s == "none" else s for s in args.shape_models]
+    variants = [(SurfaceConfig(margin_deg=m, weight=w, shape_model=s),
+                 "surface" if chosen else f"surface_m{m}_w{w:g}" + ("_ssm" if s else ""))
+                for m in args.margins for w in args.weights for s in shapes]
     nets = load_first_stages(args.models, dev)  # keyed by method: Table I's rows
     rows: dict[str, list[dict]] = {}
     for case in cases_of(args.data, args.ids):
@@ -68,10 +73,9 @@ def main() -> None:
             if args.perfect:
                 first = gt.array > 0
             line = [f"{case.name} {name}: single {single['dsc']:.3f}/{single['hd95']:.2f}"]
-            for (margin, weight), label in variants.items():
+            for cfg, label in variants:
                 t = time.perf_counter()
-                implant = surface_implant(first, defective.array, defective.spacing,
-                                          SurfaceConfig(margin_deg=margin, weight=weight))
+                implant = surface_implant(first, defective.array, defective.spacing, cfg)
                 m = evaluate_case(implant, gt.array, defective.array, gt.spacing, 10.0)
                 key = f"{method}_{label}"
                 rows.setdefault(key, []).append({"case": case.name, "defect_type": case.defect_type or "", **m,

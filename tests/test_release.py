@@ -306,3 +306,42 @@ def test_a_surface_release_names_its_settings_and_evaluate_reproduces_it(release
     manifest = json.loads(capsys.readouterr().out)
     assert "surface" in manifest["seconds"] and (tmp_path / "o" / "implant.nrrd").exists()
 
+
+def test_a_surface_release_with_a_shape_model_carries_it_and_refuses_another_file(released, tmp_path, monkeypatch,
+                                                                                  capsys):
+    """A surface release whose stage uses a shape model of healthy skulls: the model file beside the card with its
+    SHA-256 and skulls, `evaluate` by name reproduces the card, and other bytes under its name are refused."""
+    from skullrecon.release import release_surface, resolve_surface
+    from skullrecon.shape_model import build_shape_model
+    from skullrecon.surfaces import SurfaceConfig
+
+    models = tmp_path / "models"
+    shutil.copytree(released["models"], models)
+    monkeypatch.setenv("SKULLRECON_MODELS", str(models))
+    skulls = sorted((released["data"] / "complete_skull").glob("*.nrrd"))
+    built = tmp_path / "shape_model_tiny.npz"
+    build_shape_model(skulls, step_deg=4.0, n_modes=2, log=lambda _: None).save(built)
+    scores = tmp_path / "surface.csv"
+    evaluate_model(models / "tiny.pt", None, released["data"], out_csv=scores, workers=1, progress=False,
+                   surface=SurfaceConfig(step_deg=2.0, shape_model=str(built)))
+    card = json.loads(release_surface("tiny", "tiny_shape", scores, settings={"step_deg": 2.0}, chosen="for the test",
+                                      commit="0" * 40, out=models, shape_model=built,
+                                      shape_model_built="for the test").read_text())
+    published = models / "shape_model_tiny.npz"
+    assert published.read_bytes() == built.read_bytes() and card["surface"]["settings"]["shape_model"] == published.name
+    assert card["surface"]["shape_model"]["sha256"] == hashlib.sha256(built.read_bytes()).hexdigest()
+    assert card["surface"]["shape_model"]["skulls"] == [p.name for p in skulls]
+    assert published.name in (models / "tiny_shape.md").read_text()
+    assert resolve_surface("tiny_shape") == SurfaceConfig(step_deg=2.0, shape_model=str(published))
+    out = tmp_path / "again.csv"
+    assert main(["evaluate", "--model", "tiny_shape", "--data", str(released["data"]), "--out", str(out),
+                 "--workers", "2", "--quiet"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    for key, value in card["metrics"]["test"].items():
+        if key in summary and not isinstance(value, list):  # a card's per-case rows: evaluate writes a file
+            assert summary[key] == value, key
+    published.write_bytes(b"another file")
+    assert main(["evaluate", "--model", "tiny_shape", "--data", str(released["data"]), "--out", str(out),
+                 "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "shape_model_tiny.npz" in err and "SHA-256" in err and len(err.strip().splitlines()) == 1

@@ -332,6 +332,7 @@ def test_realdata_dag_has_the_skullbreaklike_block():
     # and the second stage (issue 37): one network, every method's rows refined beside its single-stage ones
     assert whole["train_refiner"] == 1 and whole["refine"] == 21 and whole["metrics"] == 3 * 21
     assert whole["surface"] == 21  # and the surface stage (no network) after every one
+    assert whole["shape_model"] == 2  # with a shape model of each trained dataset's healthy skulls
     block = _planned("--profile", "realdata", "--configfile", "realdata/run-skullbreaklike.yaml")
     assert block["released_mae"] == 2 and "train_mae" not in block and block["train_baseline"] == 5
     assert block["metrics"] == 7 and "generalisation_dataset" not in block

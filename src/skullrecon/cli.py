@@ -125,6 +125,16 @@ def _metrics(args: argparse.Namespace) -> int:
     return 0
 
 
+def _shape_model(args: argparse.Namespace) -> int:
+    from skullrecon.shape_model import build_shape_model
+
+    model = build_shape_model(args.skulls, step_deg=args.step_deg, n_modes=args.modes,
+                              log=lambda line: print(line, file=sys.stderr))
+    model.save(args.out)
+    print(args.out)
+    return 0
+
+
 def _synthetic(args: argparse.Namespace) -> int:
     from skullrecon.synthetic import generate_dataset
 
@@ -207,6 +217,13 @@ def build_parser() -> argparse.ArgumentParser:
     met.add_argument("--defective", type=Path, required=True, help="defective skull (for the boundary band)")
     met.add_argument("--margin-mm", type=float, default=10.0, help="boundary band width in mm (default 10)")
     met.set_defaults(func=_metrics)
+
+    shp = sub.add_parser("shape-model", help="a shape model of healthy skulls for the surface stage (.npz)")
+    shp.add_argument("skulls", type=Path, nargs="+", help="complete (healthy) skulls, NRRD or NIfTI, binary")
+    shp.add_argument("--out", type=Path, required=True, help="the model file to write (.npz)")
+    shp.add_argument("--step-deg", type=float, default=2.0, help="the chart's step in degrees (default 2)")
+    shp.add_argument("--modes", type=int, default=10, help="principal modes kept (default 10)")
+    shp.set_defaults(func=_shape_model)
 
     syn = sub.add_parser("synthetic", help="write a synthetic dataset in the SkullBreak/SkullFix layout")
     syn.add_argument("out", type=Path)

@@ -145,7 +145,17 @@ def resolve_surface(model: str | Path | None, refiner: str | None = None,
         return SurfaceConfig() if refiner == "surface" else None
     card_path = _card_path(model, folder)
     surface = _read_card(card_path).get("surface") if card_path else None
-    return SurfaceConfig.from_dict(surface["settings"]) if surface else None
+    if not surface:
+        return None
+    settings = dict(surface["settings"])
+    if settings.get("shape_model"):  # the shape model the card names, beside it, the bytes its card promises
+        path = card_path.parent / settings["shape_model"]
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: the shape model that {card_path.name} names is missing")
+        if sha256_of(path) != surface["shape_model"]["sha256"]:
+            raise ValueError(f"{path}: not the shape model {card_path.name} names (its SHA-256 differs)")
+        settings["shape_model"] = str(path)
+    return SurfaceConfig.from_dict(settings)
 
 
 def headline(card: dict[str, Any]) -> dict[str, Any]:
@@ -422,6 +432,10 @@ def _surface_lines(card: dict[str, Any]) -> list[str]:
         "outer and inner surfaces around the hole the first stage fills are continued over it and averaged with the "
         "first stage's own, at the scan's resolution.", "",
         f"- settings: `{json.dumps(surface['settings'])}`",
+        *([f"- shape model of healthy skulls: `{surface['shape_model']['file']}` (SHA-256 "
+           f"`{surface['shape_model']['sha256']}`), {surface['shape_model']['modes']} modes from "
+           f"{len(surface['shape_model']['skulls'])} complete skulls; {surface['shape_model']['built']}"]
+          if surface.get("shape_model") else []),
         f"- how they were chosen: {surface.get('chosen', '')}",
         f"- scored at commit `{surface.get('commit', '?')}`", "",
     ]
@@ -429,19 +443,38 @@ def _surface_lines(card: dict[str, Any]) -> list[str]:
 
 def release_surface(first: str, name: str, test_csv: str | Path, generalisation_csv: str | Path | None = None,
                     settings: dict[str, Any] | None = None, chosen: str = "", commit: str = "",
-                    out: str | Path | None = None) -> Path:
+                    out: str | Path | None = None, shape_model: str | Path | None = None,
+                    shape_model_built: str = "") -> Path:
     """A release ``name`` of the released first stage ``first`` (its file, unchanged) with the surface stage
     (:mod:`skullrecon.surfaces`, ``settings`` or its defaults): the card is the first stage's with both stages'
-    metrics from ``test_csv`` (and ``generalisation_csv``) and the first stage's own under ``single_stage``."""
+    metrics from ``test_csv`` (and ``generalisation_csv``) and the first stage's own under ``single_stage``.
+    ``shape_model``: a shape model file (:mod:`skullrecon.shape_model`) the stage uses, published beside the card
+    with its SHA-256, its skulls and ``shape_model_built`` (how it was made)."""
     from dataclasses import asdict
 
     from skullrecon.surfaces import SurfaceConfig
 
     out = Path(out) if out else models_dir()
-    card = {**_two_stage_card(out, first, name, test_csv, generalisation_csv),
-            "surface": {"settings": asdict(SurfaceConfig.from_dict(settings or {})), "chosen": chosen,
-                        "commit": commit}}
+    surface = {"settings": asdict(SurfaceConfig.from_dict(settings or {})), "chosen": chosen, "commit": commit}
+    if shape_model is not None:
+        surface["settings"]["shape_model"], surface["shape_model"] = _publish_shape_model(Path(shape_model), out,
+                                                                                          shape_model_built)
+    card = {**_two_stage_card(out, first, name, test_csv, generalisation_csv), "surface": surface}
     return _write_card(out, card)
+
+
+def _publish_shape_model(path: Path, out: Path, built: str) -> tuple[str, dict[str, Any]]:
+    """The shape model file beside the cards (several surface releases share it) and what a card says of it."""
+    from skullrecon.shape_model import ShapeModel
+
+    data = path.read_bytes()
+    model = ShapeModel.load(path)
+    if not (out / path.name).is_file() or (out / path.name).read_bytes() != data:
+        with atomic_path(out / path.name) as tmp:
+            tmp.write_bytes(data)
+    return path.name, {"file": path.name, "file_bytes": len(data), "sha256": sha256_of(data),
+                       "skulls": list(model.skulls), "modes": int(len(model.variance)), "step_deg": model.step_deg,
+                       "built": built, "licence": DATA_LICENCE}
 
 
 def release_refined(first: str, refiner: str | Path, name: str, test_csv: str | Path,

@@ -22,6 +22,7 @@ surface's (radius errors of 1.7-3.6 mm against 0.2-1.5 over most others, on defe
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -32,6 +33,7 @@ from scipy.sparse.linalg import spsolve
 
 from skullrecon.postprocess import PostprocessConfig, extract_implant
 from skullrecon.settings import from_mapping
+from skullrecon.shape_model import ShapeModel
 
 __all__ = ["SHELL_RULE", "SurfaceConfig", "chart_frame", "chart_directions", "to_chart", "cast_radii",
            "hole_directions", "continue_over", "continue_surfaces", "surface_implant", "surface_cases"]
@@ -56,6 +58,8 @@ class SurfaceConfig:
     pad_mm: how far beyond the first stage's implant the shell may reach.
     cone_extra_deg: rays are cast within this many degrees beyond the first stage's implant's directions (the
         whole sphere where the hole or its fill reaches further); a matter of speed only.
+    shape_model: a :class:`~skullrecon.shape_model.ShapeModel` file of healthy skulls: its fit, with the rim's
+        misfit continued, is averaged half and half with the harmonic fill. None: the harmonic fill alone.
     """
 
     margin_deg: int = 4
@@ -65,6 +69,7 @@ class SurfaceConfig:
     gap_mm: float = 2.0
     pad_mm: float = 15.0
     cone_extra_deg: float = 15.0
+    shape_model: str | None = None
 
     def __post_init__(self) -> None:
         if not 0 <= self.weight <= 1:
@@ -189,6 +194,34 @@ def continue_over(values: np.ndarray, unknown: np.ndarray) -> np.ndarray:
     return out
 
 
+@lru_cache(maxsize=4)
+def load_shape_model(path: str) -> ShapeModel:
+    """The shape model file, read once per process (the stage runs case after case)."""
+    return ShapeModel.load(path)
+
+
+def _with_shape_model(model: ShapeModel, harmonic: tuple[np.ndarray, np.ndarray], observed: np.ndarray,
+                      unknown: np.ndarray, units: np.ndarray, bone: np.ndarray, spacing: np.ndarray,
+                      centre: np.ndarray, r_max: float, mean: np.ndarray, frame: np.ndarray,
+                      cfg: SurfaceConfig) -> tuple[np.ndarray, np.ndarray]:
+    """The harmonic fill averaged half and half with the shape model's over ``unknown``: the model fitted to the
+    skull's radii within 80 degrees of the defect (on the model's own coarser chart, outside the hole), its misfit
+    at the rim continued over the hole by the harmonic fill. Where the model does not hold: the harmonic fill."""
+    fit_units = chart_directions(model.step_deg)
+    fit_units = fit_units[fit_units @ mean >= np.cos(np.radians(80.0))]
+    radii = np.stack(cast_radii(bone, spacing, centre, fit_units, r_max, cfg.ray_step_mm, cfg.gap_mm))
+    _, t, p = to_chart(fit_units, cfg.step_deg, frame)
+    in_hole = ndimage.map_coordinates(unknown.astype(np.float32), [np.clip(t, 0, unknown.shape[0] - 1), p], order=0,
+                                      mode="grid-wrap") > 0
+    predicted, holds = model.predict(units, model.fit(fit_units, radii, ~in_hole))
+    misfit = np.nan_to_num(np.where(unknown, 0, observed - predicted))
+    mixed = []
+    for j, fill in enumerate(harmonic):
+        model_fill = predicted[j] + continue_over(misfit[j], unknown)
+        mixed.append(np.where(unknown & holds, 0.5 * (fill + model_fill), fill))
+    return mixed[0], mixed[1]
+
+
 def continue_surfaces(defective: np.ndarray, spacing: Sequence[float], first_implant: np.ndarray,
                       cfg: SurfaceConfig | None = None) -> np.ndarray:
     """The shell between the skull's continued surfaces over the hole the first stage's implant fills, minus the
@@ -233,7 +266,11 @@ def continue_surfaces(defective: np.ndarray, spacing: Sequence[float], first_imp
         unknown = np.isin(labels, touching[touching > 0])  # the parts of the unknown the hole reaches
         if rays.all() or not (_wrapped(unknown, ndimage.binary_dilation, iterations=1) & ~rays).any():
             break
+    observed = np.stack([outer, inner])
     outer, inner = continue_over(outer, unknown), continue_over(inner, unknown)
+    if cfg.shape_model:
+        outer, inner = _with_shape_model(load_shape_model(cfg.shape_model), (outer, inner), observed, unknown, units,
+                                         bone, spacing, centre, r_max, mean, frame, cfg)
     if cfg.weight < 1:  # the first stage's own surfaces, in the region only
         own_outer, own_inner = np.full_like(outer, np.nan), np.full_like(inner, np.nan)
         own_outer[region], own_inner[region] = cast_radii(bone | first_implant, spacing, centre, units[region], r_max,

@@ -57,6 +57,7 @@ REFINED = [f"{m}_refined" for m in REFINED_FIRST]
 SURFACE = config.get("surface")
 SURFACE_FIRST = followed_methods("surface")
 SURFACED = [f"{m}_surface" for m in SURFACE_FIRST]
+SHAPE_MODEL = bool((SURFACE or {}).get("shape_model"))  # the surface stage with a shape model of healthy skulls
 SCORED_METHODS = METHODS + REFINED + SURFACED
 ENV = "../../envs/skullrecon.yaml"
 

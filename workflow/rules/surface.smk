@@ -10,6 +10,10 @@ rule surface:
     input:
         implants=f"{RESULTS}/implants/{{dataset}}/{{method}}",
         cases=f"{RESULTS}/preprocessed/{{dataset}}/test",
+        # a generalisation set's skulls are its source's test skulls: the source's model, of its training skulls
+        shape_model=lambda wc: [f"{RESULTS}/networks/shape_model_{GENERALISATION.get(wc.dataset, wc.dataset)}.npz"]
+        if SHAPE_MODEL
+        else [],
     output:
         directory(f"{RESULTS}/implants/{{dataset}}/{{method}}_surface"),
     log:
@@ -17,7 +21,7 @@ rule surface:
     benchmark:
         f"{RESULTS}/benchmarks/surface/{{dataset}}_{{method}}.tsv"
     params:
-        surface=lambda wc: canonical({k: v for k, v in (SURFACE or {}).items() if k != "methods"}),
+        surface=lambda wc: canonical({k: v for k, v in (SURFACE or {}).items() if k not in ("methods", "shape_model")}),
     resources:
         mem_mb=8000,
         runtime=120,
