@@ -213,7 +213,10 @@ def _with_shape_model(model: ShapeModel, harmonic: tuple[np.ndarray, np.ndarray]
     _, t, p = to_chart(fit_units, cfg.step_deg, frame)
     in_hole = ndimage.map_coordinates(unknown.astype(np.float32), [np.clip(t, 0, unknown.shape[0] - 1), p], order=0,
                                       mode="grid-wrap") > 0
-    predicted, holds = model.predict(units, model.fit(fit_units, radii, ~in_hole))
+    # the model where the fill needs it only: over the hole and the ring of known directions around it
+    ring = _wrapped(unknown, ndimage.binary_dilation, iterations=1)
+    predicted, holds = np.zeros((2,) + unknown.shape), np.zeros(unknown.shape, bool)
+    predicted[:, ring], holds[ring] = model.predict(units[ring], model.fit(fit_units, radii, ~in_hole))
     misfit = np.nan_to_num(np.where(unknown, 0, observed - predicted))
     mixed = []
     for j, fill in enumerate(harmonic):
