@@ -39,6 +39,11 @@ def test_each_file_is_the_one_its_card_describes(card_path):
     card = _card(card_path)
     blob = (card_path.parent / card["file"]).read_bytes()
     assert hashlib.sha256(blob).hexdigest() == card["sha256"] and len(blob) == card["file_bytes"]
+    shape_model = card.get("surface", {}).get("shape_model")
+    if shape_model:  # a surface release's shape model of healthy skulls
+        data = (card_path.parent / shape_model["file"]).read_bytes()
+        assert hashlib.sha256(data).hexdigest() == shape_model["sha256"] and len(data) == shape_model["file_bytes"]
+        assert shape_model["sha256"] in card_path.with_suffix(".md").read_text() and len(shape_model["skulls"]) > 10
     if "refiner" in card:  # a two-stage release: its second stage too
         second = (card_path.parent / card["refiner"]["file"]).read_bytes()
         assert hashlib.sha256(second).hexdigest() == card["refiner"]["sha256"]
@@ -55,8 +60,10 @@ def test_each_file_is_the_one_its_card_describes(card_path):
 
 
 def test_the_releases_fit_45_mb():
-    # eight networks and the second stage, each with its TorchScript copy (41.6 MB); the wheel carries them all
+    # eight networks and the second stage, each with its TorchScript copy, and the shape model (42.8 MB); the wheel
+    # carries them all
     files = {_card(p)["file"] for p in CARDS} | {_card(p)["refiner"]["file"] for p in CARDS if "refiner" in _card(p)}
+    files |= {_card(p)["surface"]["shape_model"]["file"] for p in CARDS if "shape_model" in _card(p).get("surface", {})}
     assert sum((REPO / "models" / f).stat().st_size for f in files) < 45e6
 
 
@@ -67,8 +74,11 @@ def test_reconstruct_defaults_to_the_released_mae_d_gpu_with_the_surface_stage()
     card = _card(REPO / "models" / "mae_d_gpu_surface.json")
     path, sha256 = resolve_model(None)
     assert path == REPO / "models" / "mae_d_gpu.pt" and sha256 == _card(REPO / "models" / "mae_d_gpu.json")["sha256"]
-    assert resolve_refiner(None) is None and resolve_surface(None) == SurfaceConfig(**card["surface"]["settings"])
-    assert card["surface"]["settings"]["margin_deg"] == 4 and card["surface"]["settings"]["weight"] == 0.5
+    settings = card["surface"]["settings"]
+    shape_model = REPO / "models" / settings["shape_model"]  # with the shape model of healthy skulls
+    assert resolve_refiner(None) is None and resolve_surface(None) == SurfaceConfig(**{**settings,
+                                                                                      "shape_model": str(shape_model)})
+    assert settings["margin_deg"] == 4 and settings["weight"] == 0.5 and settings["shape_model"] == "shape_model_skullfix.npz"
     # the learned second stage stays released beside it
     refined = _card(REPO / "models" / "mae_d_gpu_refined.json")
     assert resolve_refiner("mae_d_gpu_refined") == (REPO / "models" / "refiner.pt", refined["refiner"]["sha256"])

@@ -74,9 +74,11 @@ def test_the_wheel_carries_every_release(installed):
     assert cards, "no released models in models/"
     for path in cards:
         card = json.loads(path.read_text())
-        # a card, its Markdown and the files it names (a two-stage release: its first and its second stage)
+        # a card, its Markdown and the files it names (a two-stage release: its first and its second stage; a
+        # surface release: its shape model)
         files = [path.name, path.with_suffix(".md").name, card["file"]] + (
-            [card["refiner"]["file"]] if card.get("refiner") else [])
+            [card["refiner"]["file"]] if card.get("refiner") else []) + (
+            [card["surface"]["shape_model"]["file"]] if card.get("surface", {}).get("shape_model") else [])
         for file in files:
             assert f"skullrecon/released_models/{file}" in names
     assert "skullrecon/__init__.py" in names
@@ -116,8 +118,10 @@ def test_installed_reconstruct_without_model(installed, tmp_path):
     result = json.loads(done.stdout)
     manifest = json.loads((tmp_path / "out" / "skullrecon-reconstruct.json").read_text())
     assert Path(manifest["model"]) == installed["site"] / "skullrecon" / "released_models" / "mae_d_gpu.pt"
-    # the default's second stage is the surface stage, which has no file: its settings are in the manifest
+    # the default's second stage is the surface stage, which has no network: its settings are in the manifest
     assert manifest["refiner"] is None and manifest["surface"]["weight"] == 0.5
+    assert Path(manifest["surface"]["shape_model"]) == installed["site"] / "skullrecon" / "released_models" / (
+        "shape_model_skullfix.npz")  # its shape model from the wheel's copy, checked against the card
     assert read_volume(result["paths"]["implant"]).array.shape == skull.shape
 
 

@@ -116,7 +116,7 @@ def resolve_refiner(model: str | Path | None, refiner: str | None = None,
     its card's ``file`` is the first stage, its ``refiner`` the second.
     """
     if refiner is not None:
-        if refiner in ("none", "surface"):  # surface: the stage that learns nothing, resolve_surface's
+        if refiner in ("none", "surface"):  # surface: the stage with no network, resolve_surface's
             return None
         path = Path(refiner)
         if not path.is_file():
@@ -428,9 +428,9 @@ def _surface_lines(card: dict[str, Any]) -> list[str]:
         "## Second stage: the skull's own surfaces", "",
         f"The first stage above is the release `{single['name']}` (alone: test DSC "
         f"{s.get('dsc_mean', float('nan')):.3f}, HD95 {s.get('hd95_mean', float('nan')):.2f} mm); the metrics above "
-        "are both stages'. The second stage (`skullrecon.surfaces`) has no network and learns nothing: the skull's "
-        "outer and inner surfaces around the hole the first stage fills are continued over it and averaged with the "
-        "first stage's own, at the scan's resolution.", "",
+        "are both stages'. The second stage (`skullrecon.surfaces`) has no network: the skull's outer and inner "
+        "surfaces around the hole the first stage fills are continued over it (with a shape model of healthy skulls "
+        "where one is named below) and averaged with the first stage's own, at the scan's resolution.", "",
         f"- settings: `{json.dumps(surface['settings'])}`",
         *([f"- shape model of healthy skulls: `{surface['shape_model']['file']}` (SHA-256 "
            f"`{surface['shape_model']['sha256']}`), {surface['shape_model']['modes']} modes from "

@@ -1,4 +1,4 @@
-"""A second stage that learns nothing: the skull's own surfaces continued over the hole, at the scan's resolution.
+"""A second stage with no network: the skull's own surfaces continued over the hole, at the scan's resolution.
 
 The first stage's shape limits every method (``docs/ablation.md``): its implant lies a few millimetres inside or
 outside the true bone away from the rim. The bone around the hole knows better where the missing bone lies. Rays from
@@ -7,10 +7,12 @@ bone; the directions with no bone form holes in that map, and the hole the first
 radii are continued over the hole by the harmonic fill (the Laplace equation with the surrounding radii as its
 boundary: no overshoot, which a spline's carrying of the rim's steep cut edges into the hole has). The radii the first
 stage's own skull has there are averaged in (``weight``), so each method's shape still counts. The implant is the
-shell between the two surfaces, the defective skull's bone taken out, and then :data:`SHELL_RULE`.
+shell between the two surfaces, the defective skull's bone taken out, and then :data:`SHELL_RULE`. With a shape model
+of healthy skulls (``shape_model``, :mod:`skullrecon.shape_model`) the harmonic fill is averaged with the model's, which
+brings back the bulge a harmonic fill cannot have inside a hole (the released stage's).
 
-It keeps what defines each method: nothing is learned (no defect is seen, by the MAE's side or any other), and every
-method gets the same stage (a baseline's implant plus its input's bone is its skull). Settings chosen on the
+It keeps what defines each method: no defect is seen, by the MAE's side or any other (the shape model learns from
+healthy skulls only), and every method gets the same stage (a baseline's implant plus its input's bone is its skull). Settings chosen on the
 trainers' 4 validation skulls (``docs/ablation.md``, ``bench/surface.py``).
 
 The chart: directions on a (theta, phi) grid turned so that the first stage's implant lies on its equator at phi 180,
