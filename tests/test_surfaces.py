@@ -76,6 +76,8 @@ def test_config_refuses_nonsense():
         SurfaceConfig(weight=1.5)
     with pytest.raises(ValueError, match="margin_deg"):
         SurfaceConfig(margin_deg=2.5)
+    with pytest.raises(ValueError, match="shape_model"):
+        SurfaceConfig(shape_model=True)  # a run's `shape_model: true` is the rule's file, not a setting here
 
 
 def test_the_cone_of_rays_is_a_matter_of_speed_only():

@@ -71,7 +71,7 @@ class SurfaceConfig:
     gap_mm: float = 2.0
     pad_mm: float = 15.0
     cone_extra_deg: float = 15.0
-    shape_model: str | None = None
+    shape_model: str | Path | None = None
 
     def __post_init__(self) -> None:
         if not 0 <= self.weight <= 1:
@@ -79,6 +79,8 @@ class SurfaceConfig:
         for name in ("step_deg", "ray_step_mm", "gap_mm", "pad_mm", "cone_extra_deg"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"surface {name} must be > 0, got {getattr(self, name)!r}")
+        if self.shape_model is not None and not isinstance(self.shape_model, (str, Path)):
+            raise ValueError(f"surface shape_model must be a shape model file or None, got {self.shape_model!r}")
         if int(self.margin_deg) != self.margin_deg or self.margin_deg < 0:
             raise ValueError(f"surface margin_deg must be a whole number of degrees >= 0, got {self.margin_deg!r}")
 
@@ -197,7 +199,7 @@ def continue_over(values: np.ndarray, unknown: np.ndarray) -> np.ndarray:
 
 
 @lru_cache(maxsize=4)
-def load_shape_model(path: str) -> ShapeModel:
+def load_shape_model(path: str | Path) -> ShapeModel:
     """The shape model file, read once per process (the stage runs case after case)."""
     return ShapeModel.load(path)
 
