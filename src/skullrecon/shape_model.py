@@ -128,7 +128,8 @@ def build_shape_model(complete_skulls: Sequence[str | Path], step_deg: float = 2
     from skullrecon.io import read_volume
 
     if len(complete_skulls) <= n_modes:
-        raise ValueError(f"a shape model of {n_modes} modes needs more than {n_modes} skulls, got {len(complete_skulls)}")
+        raise ValueError(f"a shape model of {n_modes} modes needs more than {n_modes} skulls, "
+                         f"got {len(complete_skulls)}")
     charts = []
     for path in complete_skulls:
         volume = read_volume(path)

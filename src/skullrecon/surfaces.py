@@ -12,8 +12,8 @@ of healthy skulls (``shape_model``, :mod:`skullrecon.shape_model`) the harmonic 
 brings back the bulge a harmonic fill cannot have inside a hole (the released stage's).
 
 It keeps what defines each method: no defect is seen, by the MAE's side or any other (the shape model learns from
-healthy skulls only), and every method gets the same stage (a baseline's implant plus its input's bone is its skull). Settings chosen on the
-trainers' 4 validation skulls (``docs/ablation.md``, ``bench/surface.py``).
+healthy skulls only), and every method gets the same stage (a baseline's implant plus its input's bone is its
+skull). Settings chosen on the trainers' 4 validation skulls (``docs/ablation.md``, ``bench/surface.py``).
 
 The chart: directions on a (theta, phi) grid turned so that the first stage's implant lies on its equator at phi 180,
 where the chart is nearly isometric (the pole is axis 0, left-right, made square to the defect's direction); phi wraps.

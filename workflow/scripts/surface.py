@@ -7,5 +7,5 @@ with to_file(snakemake.log[0]):
         implants_dir=snakemake.input.implants,
         cases_tsv=f"{snakemake.input.cases}/cases.tsv",
         out_dir=snakemake.output[0],
-        cfg=SurfaceConfig.from_dict({**snakemake.params.surface, "shape_model": shape_model[0] if shape_model else None}),
+        cfg=SurfaceConfig.from_dict({**snakemake.params.surface, "shape_model": (shape_model or [None])[0]}),
     )
