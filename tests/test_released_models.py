@@ -78,7 +78,7 @@ def test_reconstruct_defaults_to_the_released_mae_d_gpu_with_the_surface_stage()
     shape_model = REPO / "models" / settings["shape_model"]  # with the shape model of healthy skulls
     assert resolve_refiner(None) is None and resolve_surface(None) == SurfaceConfig(**{**settings,
                                                                                       "shape_model": str(shape_model)})
-    assert settings["margin_deg"] == 4 and settings["weight"] == 0.5
+    assert settings["margin_deg"] == 4 and settings["weight"] == 0.75
     assert settings["shape_model"] == "shape_model_skullfix.npz"
     # the learned second stage stays released beside it
     refined = _card(REPO / "models" / "mae_d_gpu_refined.json")

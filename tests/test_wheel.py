@@ -119,7 +119,7 @@ def test_installed_reconstruct_without_model(installed, tmp_path):
     manifest = json.loads((tmp_path / "out" / "skullrecon-reconstruct.json").read_text())
     assert Path(manifest["model"]) == installed["site"] / "skullrecon" / "released_models" / "mae_d_gpu.pt"
     # the default's second stage is the surface stage, which has no network: its settings are in the manifest
-    assert manifest["refiner"] is None and manifest["surface"]["weight"] == 0.5
+    assert manifest["refiner"] is None and manifest["surface"]["weight"] == 0.75
     assert Path(manifest["surface"]["shape_model"]) == installed["site"] / "skullrecon" / "released_models" / (
         "shape_model_skullfix.npz")  # its shape model from the wheel's copy, checked against the card
     assert read_volume(result["paths"]["implant"]).array.shape == skull.shape
