@@ -111,13 +111,10 @@ class ShapeModel:
 def skull_radii(bone: np.ndarray, spacing: Sequence[float], step_deg: float) -> np.ndarray:
     """Outer and inner radius (2, theta, phi; NaN without bone) of a skull on the fixed chart, from the middle of its
     bone's box (as the surface stage casts them)."""
-    from skullrecon.preprocess import bounding_box
-    from skullrecon.surfaces import cast_radii, chart_directions
+    from skullrecon.surfaces import SurfaceConfig, cast_radii, chart_directions, ray_origin
 
     spacing = np.asarray(spacing, float)
-    lo, stop = bounding_box(bone)
-    centre = (lo + stop - 1) / 2 * spacing
-    r_max = float(np.linalg.norm((stop - 1 - lo) * spacing) / 2 + 15.0)
+    centre, r_max = ray_origin(bone, spacing, SurfaceConfig.pad_mm)
     return np.stack(cast_radii(bone, spacing, centre, chart_directions(step_deg), r_max))
 
 

@@ -122,6 +122,16 @@ def to_chart(vectors: np.ndarray, step: float,
     return r, theta / step - 0.5, phi / step
 
 
+def ray_origin(bone: np.ndarray, spacing: np.ndarray, pad_mm: float) -> tuple[np.ndarray, float]:
+    """Where the rays start (mm: the middle of the bone's box) and how far they reach (half the box's diagonal and
+    ``pad_mm``): the one convention of the stage and of the shape model's skulls."""
+    from skullrecon.preprocess import bounding_box  # here: that module imports torch, which nothing else here needs
+
+    lo, stop = bounding_box(bone)
+    hi = stop - 1  # the last bone voxel
+    return (lo + hi) / 2 * spacing, float(np.linalg.norm((hi - lo) * spacing) / 2 + pad_mm)
+
+
 def cast_radii(bone: np.ndarray, spacing: np.ndarray, centre: np.ndarray, units: np.ndarray, r_max: float,
                dr: float = 0.2, gap_mm: float = 2.0, chunk: int = 2048) -> tuple[np.ndarray, np.ndarray]:
     """Outer and inner radius (mm) of the outermost bone along each ray from ``centre`` (NaN where a ray meets no
@@ -241,10 +251,7 @@ def continue_surfaces(defective: np.ndarray, spacing: Sequence[float], first_imp
     if not first_implant.any() or not bone.any():
         return shell
     spacing = np.asarray(spacing, float)
-    lo, stop = bounding_box(bone)
-    hi = stop - 1  # the last bone voxel
-    centre = (lo + hi) / 2 * spacing
-    r_max = float(np.linalg.norm((hi - lo) * spacing) / 2 + cfg.pad_mm)
+    centre, r_max = ray_origin(bone, spacing, cfg.pad_mm)
     first_lo, first_stop = bounding_box(first_implant)
     implant_at = np.argwhere(first_implant[tuple(slice(a, b) for a, b in zip(first_lo, first_stop))]) + first_lo
     towards = implant_at * spacing - centre
