@@ -340,6 +340,12 @@ def test_a_surface_release_with_a_shape_model_carries_it_and_refuses_another_fil
     for key, value in card["metrics"]["test"].items():
         if key in summary and not isinstance(value, list):  # a card's per-case rows: evaluate writes a file
             assert summary[key] == value, key
+    other = tmp_path / "other" / built.name  # another model under the published name: refused, the file kept
+    other.parent.mkdir()
+    build_shape_model(skulls[:3], step_deg=4.0, n_modes=1, log=lambda _: None).save(other)
+    with pytest.raises(ValueError, match="another shape model is released under this name"):
+        release_surface("tiny", "tiny_shape_2", scores, out=models, shape_model=other)
+    assert published.read_bytes() == built.read_bytes() and not (models / "tiny_shape_2.json").exists()
     published.write_bytes(b"another file")
     assert main(["evaluate", "--model", "tiny_shape", "--data", str(released["data"]), "--out", str(out),
                  "--quiet"]) == 2

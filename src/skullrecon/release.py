@@ -471,8 +471,11 @@ def _publish_shape_model(path: Path, out: Path, built: str) -> tuple[str, dict[s
 
     data = path.read_bytes()
     model = ShapeModel.load(path)
-    if not (out / path.name).is_file() or (out / path.name).read_bytes() != data:
-        with atomic_path(out / path.name) as tmp:
+    existing = out / path.name
+    if existing.is_file() and sha256_of(existing) != sha256_of(data):  # other cards name it: as release_refined does
+        raise ValueError(f"{existing}: another shape model is released under this name; publish it under another")
+    if not existing.is_file():
+        with atomic_path(existing) as tmp:
             tmp.write_bytes(data)
     return path.name, {"file": path.name, "file_bytes": len(data), "sha256": sha256_of(data),
                        "skulls": list(model.skulls), "modes": int(len(model.variance)), "step_deg": model.step_deg,
