@@ -84,4 +84,6 @@ def test_a_file_that_is_not_a_model_is_refused_naming_it(tmp_path):
 
 def test_too_few_skulls_for_the_modes_is_refused():
     with pytest.raises(ValueError, match="more than 10 skulls"):
-        build_shape_model(["a.nrrd"] * 5)
+        build_shape_model(["a.nrrd"] * 5, n_modes=10)
+    with pytest.raises(ValueError, match="more than 1 skulls"):  # all modes (the default) of one skull: none
+        build_shape_model(["a.nrrd"])

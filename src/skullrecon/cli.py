@@ -128,7 +128,7 @@ def _metrics(args: argparse.Namespace) -> int:
 def _shape_model(args: argparse.Namespace) -> int:
     from skullrecon.shape_model import build_shape_model
 
-    model = build_shape_model(args.skulls, step_deg=args.step_deg, n_modes=args.modes,
+    model = build_shape_model(args.skulls, step_deg=args.step_deg, n_modes=args.modes, noise_mm=args.noise_mm,
                               log=lambda line: print(line, file=sys.stderr))
     model.save(args.out)
     print(args.out)
@@ -222,7 +222,9 @@ def build_parser() -> argparse.ArgumentParser:
     shp.add_argument("skulls", type=Path, nargs="+", help="complete (healthy) skulls, NRRD or NIfTI, binary")
     shp.add_argument("--out", type=Path, required=True, help="the model file to write (.npz)")
     shp.add_argument("--step-deg", type=float, default=2.0, help="the chart's step in degrees (default 2)")
-    shp.add_argument("--modes", type=int, default=10, help="principal modes kept (default 10)")
+    shp.add_argument("--modes", type=int, default=None, help="principal modes kept (default all: one fewer than "
+                     "the skulls)")
+    shp.add_argument("--noise-mm", type=float, default=4.0, help="the rays' noise the fit assumes (default 4 mm)")
     shp.set_defaults(func=_shape_model)
 
     syn = sub.add_parser("synthetic", help="write a synthetic dataset in the SkullBreak/SkullFix layout")

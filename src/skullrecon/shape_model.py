@@ -118,14 +118,16 @@ def skull_radii(bone: np.ndarray, spacing: Sequence[float], step_deg: float) -> 
     return np.stack(cast_radii(bone, spacing, centre, chart_directions(step_deg), r_max))
 
 
-def build_shape_model(complete_skulls: Sequence[str | Path], step_deg: float = 2.0, n_modes: int = 10,
-                      noise_mm: float = 1.0, log: Callable[[str], None] = print) -> ShapeModel:
+def build_shape_model(complete_skulls: Sequence[str | Path], step_deg: float = 2.0, n_modes: int | None = None,
+                      noise_mm: float = 4.0, log: Callable[[str], None] = print) -> ShapeModel:
     """The model of ``complete_skulls`` (healthy skulls' files): the mean radius charts and the first ``n_modes``
-    principal modes over the directions where every skull has bone."""
+    principal modes (None: all, one fewer than the skulls) over the directions where every skull has bone. The fit's
+    prior weighs each mode by its variance, so the small modes cost little to keep."""
     from skullrecon.io import read_volume
 
-    if len(complete_skulls) <= n_modes:
-        raise ValueError(f"a shape model of {n_modes} modes needs more than {n_modes} skulls, "
+    n_modes = len(complete_skulls) - 1 if n_modes is None else n_modes
+    if len(complete_skulls) <= max(n_modes, 1):
+        raise ValueError(f"a shape model of {n_modes} modes needs more than {max(n_modes, 1)} skulls, "
                          f"got {len(complete_skulls)}")
     charts = []
     for path in complete_skulls:

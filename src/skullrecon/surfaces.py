@@ -61,7 +61,10 @@ class SurfaceConfig:
     cone_extra_deg: rays are cast within this many degrees beyond the first stage's implant's directions (the
         whole sphere where the hole or its fill reaches further); a matter of speed only.
     shape_model: a :class:`~skullrecon.shape_model.ShapeModel` file of healthy skulls: its fit, with the rim's
-        misfit continued, is averaged half and half with the harmonic fill. None: the harmonic fill alone.
+        misfit continued, is averaged with the harmonic fill. None: the harmonic fill alone.
+    model_share: the shape model's share in that average (the harmonic fill has the rest).
+    model_ring_deg: the model is fitted to the skull's radii within this many degrees of the hole (the continued
+        region), not further: near the hole the skull's own shape says most.
     """
 
     margin_deg: int = 4
@@ -72,17 +75,22 @@ class SurfaceConfig:
     pad_mm: float = 15.0
     cone_extra_deg: float = 15.0
     shape_model: str | Path | None = None
+    model_share: float = 0.75
+    model_ring_deg: int = 25
 
     def __post_init__(self) -> None:
-        if not 0 <= self.weight <= 1:
-            raise ValueError(f"surface weight must lie in [0, 1], got {self.weight!r}")
+        for name in ("weight", "model_share"):
+            if not 0 <= getattr(self, name) <= 1:
+                raise ValueError(f"surface {name} must lie in [0, 1], got {getattr(self, name)!r}")
         for name in ("step_deg", "ray_step_mm", "gap_mm", "pad_mm", "cone_extra_deg"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"surface {name} must be > 0, got {getattr(self, name)!r}")
         if self.shape_model is not None and not isinstance(self.shape_model, (str, Path)):
             raise ValueError(f"surface shape_model must be a shape model file or None, got {self.shape_model!r}")
-        if int(self.margin_deg) != self.margin_deg or self.margin_deg < 0:
-            raise ValueError(f"surface margin_deg must be a whole number of degrees >= 0, got {self.margin_deg!r}")
+        for name, least in (("margin_deg", 0), ("model_ring_deg", 1)):
+            value = getattr(self, name)
+            if int(value) != value or value < least:
+                raise ValueError(f"surface {name} must be a whole number of degrees >= {least}, got {value!r}")
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> SurfaceConfig:
@@ -214,29 +222,28 @@ def load_shape_model(path: str | Path) -> ShapeModel:
     return ShapeModel.load(path)
 
 
-def _with_shape_model(model: ShapeModel, harmonic: tuple[np.ndarray, np.ndarray], observed: np.ndarray,
-                      unknown: np.ndarray, units: np.ndarray, bone: np.ndarray, spacing: np.ndarray,
-                      centre: np.ndarray, r_max: float, mean: np.ndarray, frame: np.ndarray,
-                      cfg: SurfaceConfig) -> tuple[np.ndarray, np.ndarray]:
-    """The harmonic fill averaged half and half with the shape model's over ``unknown``: the model fitted to the
-    skull's radii within 80 degrees of the defect (on the model's own coarser chart, outside the hole), its misfit
-    at the rim continued over the hole by the harmonic fill. Where the model does not hold: the harmonic fill."""
+def _with_shape_model(model: ShapeModel, harmonic: np.ndarray, observed: np.ndarray, unknown: np.ndarray,
+                      units: np.ndarray, frame: np.ndarray, cast: Callable[[np.ndarray], np.ndarray],
+                      cfg: SurfaceConfig) -> np.ndarray:
+    """The harmonic fill (2, theta, phi: outer and inner) averaged with the shape model's over ``unknown``
+    (``cfg.model_share`` the model's): the model fitted to the skull's radii within ``cfg.model_ring_deg`` of the
+    hole (on the model's own coarser chart; ``cast`` gives the radii at directions), its misfit at the rim continued
+    over the hole by the harmonic fill. Where the model does not hold: the harmonic fill."""
     fit_units = chart_directions(model.step_deg)
-    fit_units = fit_units[fit_units @ mean >= np.cos(np.radians(80.0))]
-    radii = np.stack(cast_radii(bone, spacing, centre, fit_units, r_max, cfg.ray_step_mm, cfg.gap_mm))
+    band = _wrapped(unknown, ndimage.binary_dilation, iterations=int(cfg.model_ring_deg))
     _, t, p = to_chart(fit_units, cfg.step_deg, frame)
-    in_hole = ndimage.map_coordinates(unknown.astype(np.float32), [np.clip(t, 0, unknown.shape[0] - 1), p], order=0,
-                                      mode="grid-wrap") > 0
+    at = [np.clip(t, 0, unknown.shape[0] - 1), p]
+    near = ndimage.map_coordinates(band.astype(np.float32), at, order=0, mode="grid-wrap") > 0
+    in_hole = ndimage.map_coordinates(unknown.astype(np.float32), at, order=0, mode="grid-wrap")[near] > 0
+    radii = cast(fit_units[near])
     # the model where the fill needs it only: over the hole and the ring of known directions around it
     ring = _wrapped(unknown, ndimage.binary_dilation, iterations=1)
     predicted, holds = np.zeros((2,) + unknown.shape), np.zeros(unknown.shape, bool)
-    predicted[:, ring], holds[ring] = model.predict(units[ring], model.fit(fit_units, radii, ~in_hole))
+    predicted[:, ring], holds[ring] = model.predict(units[ring], model.fit(fit_units[near], radii, ~in_hole))
     misfit = np.nan_to_num(np.where(unknown, 0, observed - predicted))
-    mixed = []
-    for j, fill in enumerate(harmonic):
-        model_fill = predicted[j] + continue_over(misfit[j], unknown)
-        mixed.append(np.where(unknown & holds, 0.5 * (fill + model_fill), fill))
-    return mixed[0], mixed[1]
+    model_fill = np.stack([predicted[j] + continue_over(misfit[j], unknown) for j in (0, 1)])
+    share = cfg.model_share
+    return np.where(unknown & holds, share * model_fill + (1 - share) * harmonic, harmonic)
 
 
 def continue_surfaces(defective: np.ndarray, spacing: Sequence[float], first_implant: np.ndarray,
@@ -283,8 +290,11 @@ def continue_surfaces(defective: np.ndarray, spacing: Sequence[float], first_imp
     observed = np.stack([outer, inner])
     outer, inner = continue_over(outer, unknown), continue_over(inner, unknown)
     if cfg.shape_model:
-        outer, inner = _with_shape_model(load_shape_model(cfg.shape_model), (outer, inner), observed, unknown, units,
-                                         bone, spacing, centre, r_max, mean, frame, cfg)
+        def cast(at: np.ndarray) -> np.ndarray:
+            return np.stack(cast_radii(bone, spacing, centre, at, r_max, cfg.ray_step_mm, cfg.gap_mm))
+
+        outer, inner = _with_shape_model(load_shape_model(cfg.shape_model), np.stack([outer, inner]), observed,
+                                         unknown, units, frame, cast, cfg)
     if cfg.weight < 1:  # the first stage's own surfaces, in the region only
         own_outer, own_inner = np.full_like(outer, np.nan), np.full_like(inner, np.nan)
         own_outer[region], own_inner[region] = cast_radii(bone | first_implant, spacing, centre, units[region], r_max,
