@@ -78,6 +78,10 @@ def test_config_refuses_nonsense():
         SurfaceConfig(margin_deg=2.5)
     with pytest.raises(ValueError, match="shape_model"):
         SurfaceConfig(shape_model=True)  # a run's `shape_model: true` is the rule's file, not a setting here
+    with pytest.raises(ValueError, match="model_share"):
+        SurfaceConfig(model_share=-0.1)
+    with pytest.raises(ValueError, match="model_ring_deg"):
+        SurfaceConfig(model_ring_deg=0)  # no ring: nothing to fit the model to
 
 
 def test_the_cone_of_rays_is_a_matter_of_speed_only():

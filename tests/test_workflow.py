@@ -164,6 +164,15 @@ def test_second_stage_change_retrains_no_first_stage(workflow_run, tmp_path):
 
 
 @pytest.mark.slow
+def test_the_surface_stage_fills_with_a_shape_model_of_the_healthy_training_skulls(workflow_run):
+    from skullrecon.shape_model import ShapeModel
+
+    for dataset, skulls in (("skullfix", 4), ("skullbreak", 3)):  # n_train of each synthetic dataset
+        model = ShapeModel.load(workflow_run / "networks" / f"shape_model_{dataset}.npz")
+        assert len(model.skulls) == skulls and len(model.modes) == skulls - 1, (dataset, model.skulls)
+
+
+@pytest.mark.slow
 def test_surface_stage_change_reruns_only_its_rows(workflow_run, tmp_path):
     plan = _plan_with(tmp_path, _edited("surface", "weight", value=1.0))
     assert plan.get("surface") == len(SCORED) * len(SURFACED), plan

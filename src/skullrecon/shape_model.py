@@ -54,9 +54,13 @@ class ShapeModel:
     noise_mm: float = 1.0
 
     def save(self, path: str | Path) -> None:
-        np.savez_compressed(path, format=MODEL_FORMAT, step_deg=self.step_deg, mean=self.mean.astype(np.float32),
-                            modes=self.modes.astype(np.float32), variance=self.variance, valid=self.valid,
-                            skulls=np.array(self.skulls), noise_mm=self.noise_mm)
+        """Written beside ``path`` and renamed onto it: a killed run leaves no file that looks complete."""
+        from skullrecon.io import atomic_path
+
+        with atomic_path(path) as tmp, open(tmp, "wb") as fh:  # a handle: savez would add .npz to a bare name
+            np.savez_compressed(fh, format=MODEL_FORMAT, step_deg=self.step_deg, mean=self.mean.astype(np.float32),
+                                modes=self.modes.astype(np.float32), variance=self.variance, valid=self.valid,
+                                skulls=np.array(self.skulls), noise_mm=self.noise_mm)
 
     @classmethod
     def load(cls, path: str | Path) -> ShapeModel:
