@@ -5,14 +5,15 @@ hole by the harmonic fill: no overshoot, but a harmonic function has no bulge in
 Healthy skulls know how it bulges. Each healthy skull's two radius charts (rays from the middle of its bone's box,
 a fixed chart with axis 0 as the pole) become a vector; their mean and first principal modes are the model. For a
 defective skull the model is fitted, by ridge least squares (each mode's prior its variance among the skulls, the
-rays' noise ``noise_mm``), to the radii the skull has away from the hole, with a shift of the centre as three more
-terms (the middle of a defective skull's box moves with the defect); the rim's misfit is continued over the hole by
-the harmonic fill and added, so the surfaces meet the rim.
+rays' noise ``noise_mm``), to the radii the skull has around the hole (not in it), with a shift of the centre as
+three more terms (the middle of a defective skull's box moves with the defect); the rim's misfit is continued over
+the hole by the harmonic fill and added, so the surfaces meet the rim.
 
 It keeps what defines each method: it learns from complete (healthy) skulls only, never a defect, and every method
-gets the same model in the same stage. The settings (2-degree chart, 10 modes, 1 mm noise, the fit within 80 degrees
-of the defect, an equal mix with the harmonic fill) were set before any DSC was measured and checked on defects cut
-into the 4 validation skulls (``docs/ablation.md``, "A shape model of healthy skulls").
+gets the same model in the same stage. The settings (2-degree chart, all modes, 4 mm noise; in the stage, the fit
+within 25 degrees of the hole and a share of 0.75 against the harmonic fill) were chosen on the radius errors of the
+training skulls' own defects with leave-one-out models and checked on the validation defects (``docs/ablation.md``,
+"The shape model fitted near the hole, with all its modes").
 """
 
 from __future__ import annotations
@@ -51,7 +52,7 @@ class ShapeModel:
     variance: np.ndarray
     valid: np.ndarray
     skulls: tuple[str, ...]
-    noise_mm: float = 1.0
+    noise_mm: float = 4.0
 
     def save(self, path: str | Path) -> None:
         """Written beside ``path`` and renamed onto it: a killed run leaves no file that looks complete."""
