@@ -36,8 +36,8 @@ __all__ = ["DEFAULT_MODEL", "CARD_FORMAT", "models_dir", "released", "resolve_mo
 #: validation score, the GPU-trained one (0.797 against the CPU run's 0.769), with the surface stage
 #: (:mod:`skullrecon.surfaces`), which raised it on the 4 validation skulls from 0.866 to 0.893 DSC, above the
 #: learned second stage's 0.874 (docs/ablation.md, "The skull's own surfaces"; chosen before the test skulls), and to
-#: 0.908 with the shape model of healthy skulls and the weight re-chosen with it (0.75; "A shape model of healthy
-#: skulls").
+#: 0.905-0.908 with the shape model of healthy skulls ("A shape model of healthy skulls" and "The shape model fitted
+#: near the hole, with all its modes").
 DEFAULT_MODEL = "mae_d_gpu_surface"
 CARD_FORMAT = "skullrecon-model-card/1"
 #: Where an installed wheel keeps its copy of the released models, inside the package.
